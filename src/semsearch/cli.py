@@ -1,0 +1,289 @@
+"""The `semsearch` command: parse, build objects, call the library, turn errors into one
+clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from semsearch import __version__
+from semsearch.config import Config, default_config_file, resolve, settings
+from semsearch.errors import NotIndexedError, SemsearchError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+_FEATURE_FLAGS = ("model", "layer", "pool", "gem_p", "flat_max_dims")
+_RUN_FLAGS = ("runtime", "threads", "max_pixels", "cache_dir")
+
+
+def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    table = {s.name: s for s in settings()}
+    for name in names:
+        setting = table[name]
+        default = "" if setting.default is None else f" (default {setting.default})"
+        parser.add_argument(setting.flag, dest=name, default=None, metavar=name.upper(),
+                            help=setting.help + default)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="semsearch", description="Semantic image search with convolutional networks."
+    )
+    parser.add_argument("--version", action="version", version=f"semsearch {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="TOML file of settings")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("index", help="index a folder of images (incremental)")
+    p.add_argument("path", help="folder or image file")
+    _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", "batch_size", "workers",
+                      *_RUN_FLAGS))
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=cmd_index)
+
+    p = sub.add_parser("search", help="find the images nearest to a query image")
+    p.add_argument("query", help="an image file (indexed or not) or an indexed id (N or id:N)")
+    p.add_argument("-k", dest="k", default=None, metavar="K", help="number of results")
+    _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", *_RUN_FLAGS))
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.set_defaults(run=cmd_search)
+
+    p = sub.add_parser("info", help="what is indexed, per feature set")
+    _add_settings(p, ("db",))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_info)
+
+    p = sub.add_parser("remove", help="remove an image, or every image under a folder")
+    p.add_argument("path")
+    _add_settings(p, ("db",))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_remove)
+
+    p = sub.add_parser("models", help="list the available models, smallest first")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_models)
+
+    p = sub.add_parser("layers", help="list a model's layers")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_layers)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config_file = Path(args.config) if args.config else default_config_file(os.environ)
+    return resolve(vars(args), config_file=config_file)
+
+
+def _session(config: Config):  # type: ignore[no-untyped-def]
+    from semsearch.session import Session
+
+    return Session(config)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+class _Bar:
+    """A tqdm progress bar on stderr, shown only to a person at a terminal."""
+
+    def __init__(self, enabled: bool, desc: str) -> None:
+        self._bar: Any = None
+        self._enabled = enabled and sys.stderr.isatty()
+        self._desc = desc
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self._enabled:
+            return
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=self._desc, unit="img", file=sys.stderr)
+        self._bar.total = total
+        self._bar.n = done
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def cmd_index(args: argparse.Namespace, config: Config) -> int:
+    from semsearch.features import index_folder
+
+    with _session(config) as session:
+        fs = session.feature_set()
+        metric = session.metric()
+        extractor = session.extractor(fs)
+        bar = _Bar(not args.quiet, "indexing")
+        try:
+            report = index_folder(session.store, extractor, args.path,
+                                  batch_size=config.batch_size, workers=config.workers,
+                                  progress=bar)
+        finally:
+            bar.close()
+        record = session.store.feature_set(fs, extractor.preprocessing)
+        session.catalog.get(record, metric)
+    if args.json:
+        data = asdict(report)
+        data["images_per_second"] = report.images_per_second
+        _print_json(data)
+        return 0
+    print(f"{report.root}: {report.found} image files, {report.feature_set}")
+    print(f"  embedded {report.embedded}, unchanged {report.unchanged}, moved {report.moved}, "
+          f"removed {report.removed}, skipped {len(report.failed)} "
+          f"in {report.seconds:.1f}s ({report.images_per_second:.1f} img/s)")
+    if report.failed:
+        print(f"skipped {len(report.failed)} file(s):")
+        for item in report.failed:
+            print(f"  {item.path}: {item.reason}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace, config: Config) -> int:
+    explicit = any(getattr(args, name) is not None for name in ("model", "layer", "pool"))
+    with _session(config) as session:
+        service = session.search_service()
+        record = session.indexed_feature_set(session.feature_set() if explicit else None)
+        query = service.resolve(args.query)
+        result = service.search(query, feature_set=record, metric=session.metric(),
+                                k=config.k)
+    if args.json:
+        _print_json(asdict(result))
+        return 0
+    print(f"query {result.query}  [{result.feature_set}, {result.metric}, "
+          f"embed {result.embed_ms:.0f} ms, search {result.search_ms:.1f} ms]")
+    if not result.hits:
+        print("  no results: the index is empty")
+    for hit in result.hits:
+        print(f"{hit.rank:4d}  {hit.score * 100:5.1f}%  d={hit.distance:<10.4g} "
+              f"{hit.label:<20s} {hit.path}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace, config: Config) -> int:
+    with _session(config) as session:
+        store = session.store
+        sets = []
+        for record in store.feature_sets():
+            sets.append({
+                "feature_set": record.name,
+                "preprocessing": record.preprocessing,
+                "dim": record.dim,
+                "vectors": record.count,
+                "indexes": [asdict(s) for s in session.catalog.status(record)],
+            })
+        info = {"db": str(store.path), "schema_version": store.schema_version,
+                "images": store.count_images(), "feature_sets": sets}
+    if args.json:
+        _print_json(info)
+        return 0
+    print(f"catalogue {info['db']} (schema v{info['schema_version']}): "
+          f"{info['images']} images")
+    if not sets:
+        print("  nothing indexed yet; run `semsearch index FOLDER`")
+    for item in sets:
+        print(f"  {item['feature_set']}  {item['vectors']} vectors x {item['dim']} dims  "
+              f"[{item['preprocessing']}]")
+        for status in item["indexes"]:
+            state = "fresh" if status["fresh"] else "stale, rebuilt on next search"
+            print(f"    index {status['metric']}: {status['count']} vectors, {state}")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace, config: Config) -> int:
+    path = os.path.abspath(args.path)
+    with _session(config) as session:
+        removed = session.store.remove_under(path)
+    if removed == 0:
+        raise NotIndexedError(f"nothing is indexed at {path}")
+    if args.json:
+        _print_json({"path": path, "removed": removed})
+    else:
+        print(f"removed {removed} image(s) under {path}")
+    return 0
+
+
+def _model_rows() -> list[dict[str, Any]]:
+    from semsearch.models.network import layer_table
+    from semsearch.models.registry import default_registry
+
+    rows = []
+    for spec in default_registry().specs():
+        net = spec.build()
+        table = layer_table(net, spec.preprocess.size, spec.classifier)
+        rows.append({
+            "name": spec.name,
+            "params": sum(p.numel() for p in net.parameters()),
+            "layers": len(table),
+            "input_size": spec.preprocess.size,
+            "default_layer": spec.default_layer,
+            "description": spec.description,
+        })
+    return sorted(rows, key=lambda row: row["params"])
+
+
+def cmd_models(args: argparse.Namespace, config: Config) -> int:
+    rows = _model_rows()
+    if args.json:
+        _print_json(rows)
+        return 0
+    print(f"{'model':<8} {'params':>10} {'layers':>7} {'input':>6}  description")
+    for row in rows:
+        print(f"{row['name']:<8} {row['params'] / 1e6:9.2f}M {row['layers']:7d} "
+              f"{row['input_size']:5d}px  {row['description']}")
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace, config: Config) -> int:
+    from semsearch.models.network import layer_table
+    from semsearch.models.registry import default_registry
+
+    spec = default_registry().get(args.model)
+    table = layer_table(spec.build(), spec.preprocess.size, spec.classifier)
+    if args.json:
+        _print_json([{**asdict(layer), "shape": list(layer.shape)} for layer in table])
+        return 0
+    print(f"{'layer':<40} {'type':<24} {'channels':>8} {'size':>9} {'stride':>6} {'params':>10}")
+    for layer in table:
+        size = f"{layer.height}x{layer.width}" if layer.height else "-"
+        stride = str(layer.stride) if layer.stride else "-"
+        print(f"{layer.name:<40} {layer.type:<24} {layer.channels:8d} {size:>9} {stride:>6} "
+              f"{layer.params:10,d}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    # semsearch applies its own pixel cap (max_pixels) and says so per file.
+    from PIL import Image
+
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    run: Callable[[argparse.Namespace, Config], int] = args.run
+    try:
+        return run(args, _config(args))
+    except SemsearchError as exc:
+        print(f"semsearch: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("semsearch: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0

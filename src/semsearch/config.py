@@ -1,0 +1,202 @@
+"""One table of settings. CLI flags, environment variables (SEMSEARCH_<NAME>) and a TOML
+config file resolve into a frozen Config; precedence is flag > environment > file > default."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from semsearch.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PREFIX = "SEMSEARCH_"
+APP_NAME = "semsearch"
+
+
+def _positive_int(value: Any) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be a positive whole number")
+    return number
+
+
+def _non_negative_int(value: Any) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be zero or a positive whole number")
+    return number
+
+
+def _positive_float(value: Any) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be a positive number")
+    return number
+
+
+def _optional_str(value: Any) -> str | None:
+    text = str(value).strip()
+    return text or None
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _setting(default: Any, help: str, parse: Callable[[Any], Any]) -> Any:
+    return field(default=default, metadata={"help": help, "parse": parse})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Resolved settings; build it with `resolve`, not by hand, so values are parsed."""
+
+    db: str | None = _setting(
+        None, "SQLite catalogue file; default: semsearch.db in the user data folder", _optional_str
+    )
+    cache_dir: str | None = _setting(
+        None, "folder for exported ONNX graphs; default: the user cache folder", _optional_str
+    )
+    model: str = _setting("lite0", "backbone model name (see `semsearch models`)", str)
+    layer: str | None = _setting(
+        None, "layer to embed with, by module name; default: the model's feature layer",
+        _optional_str,
+    )
+    pool: str = _setting("avg", "pooling of a layer's map: avg, max, gem or flat", str)
+    gem_p: float = _setting(3.0, "exponent of generalized-mean (gem) pooling", _positive_float)
+    flat_max_dims: int = _setting(
+        200_000, "largest vector `flat` pooling may produce", _positive_int
+    )
+    metric: str = _setting(
+        "cosine", "distance: cosine, euclidean, sqeuclidean, minkowski or ip", str
+    )
+    minkowski_p: float = _setting(3.0, "exponent p of the minkowski distance", _positive_float)
+    k: int = _setting(10, "number of results a search returns", _positive_int)
+    batch_size: int = _setting(32, "images per inference batch and per store transaction",
+                               _positive_int)
+    workers: int = _setting(
+        0, "image-decoding threads; 0 means one per CPU core", _non_negative_int
+    )
+    threads: int = _setting(
+        0, "inference threads; 0 means one per CPU core", _non_negative_int
+    )
+    max_pixels: int = _setting(
+        120_000_000, "largest image (width x height) that is decoded; guards against "
+        "decompression bombs", _positive_int
+    )
+    runtime: str = _setting(
+        "onnx", "inference engine: onnx (fast) or torch (the reference)", _choice("onnx", "torch")
+    )
+
+    def db_path(self) -> Path:
+        """Gives the catalogue path, defaulting to the user data folder."""
+        if self.db:
+            return Path(self.db).expanduser()
+        from platformdirs import user_data_dir
+
+        return Path(user_data_dir(APP_NAME)) / "semsearch.db"
+
+    def cache_path(self) -> Path:
+        """Gives the folder where exported graphs are cached."""
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        from platformdirs import user_cache_dir
+
+        return Path(user_cache_dir(APP_NAME))
+
+    def cores(self) -> int:
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+
+    @property
+    def env_var(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def settings() -> list[Setting]:
+    """Gives every setting with its default and help, in table order."""
+    return [Setting(f.name, f.default, f.metadata["help"]) for f in dataclasses.fields(Config)]
+
+
+def _parse(name: str, raw: Any, source: str) -> Any:
+    parser = {f.name: f.metadata["parse"] for f in dataclasses.fields(Config)}[name]
+    try:
+        return parser(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name!r} from {source}: {raw!r} {exc}") from None
+
+
+def default_config_file(env: Mapping[str, str]) -> Path | None:
+    """Gives the config file to read: $SEMSEARCH_CONFIG, else config.toml in the user config
+    folder if it exists."""
+    explicit = env.get(ENV_PREFIX + "CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    from platformdirs import user_config_dir
+
+    candidate = Path(user_config_dir(APP_NAME)) / "config.toml"
+    return candidate if candidate.is_file() else None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Gives the settings in a TOML file; unknown names are an error that lists the known."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    known = {s.name for s in settings()}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return data
+
+
+def resolve(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Config:
+    """Gives the Config from flags (None means not given), environment and config file."""
+    env = os.environ if env is None else env
+    file_values = read_config_file(config_file) if config_file else {}
+    values: dict[str, Any] = {}
+    for setting in settings():
+        name = setting.name
+        if flags is not None and flags.get(name) is not None:
+            values[name] = _parse(name, flags[name], f"flag {setting.flag}")
+        elif setting.env_var in env:
+            values[name] = _parse(name, env[setting.env_var], f"${setting.env_var}")
+        elif name in file_values:
+            values[name] = _parse(name, file_values[name], f"config file {config_file}")
+    return Config(**values)

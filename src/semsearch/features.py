@@ -1,0 +1,242 @@
+"""The pipeline: files -> decoded batches -> backbone -> pooled vectors -> store.
+
+Decoding runs ahead of the model on a thread pool (PIL and ONNX Runtime release the GIL);
+each batch is written in one store transaction, so an interrupted run resumes where it
+stopped. Unchanged files are skipped by (path, size, mtime); moved or touched files are
+recognised by content hash and re-pointed without being embedded again."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from semsearch.errors import BadImageError
+from semsearch.featureset import FeatureSet
+from semsearch.images import ImageFile, find_images, open_image, read_bytes
+from semsearch.models.registry import ModelSpec
+from semsearch.models.runtime import Backbone
+from semsearch.pooling import pool, pooled_dim
+from semsearch.store import ImageRecord, Move, NewImage, Store
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+class FeatureExtractor:
+    """Turns images into one feature set's vectors, the same way for the gallery and for
+    queries: decode, preprocess, backbone, pool."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        feature_set: FeatureSet,
+        backbone: Backbone,
+        *,
+        gem_p: float = 3.0,
+        flat_max_dims: int = 200_000,
+        max_pixels: int = 120_000_000,
+    ) -> None:
+        self.spec = spec
+        self.feature_set = feature_set
+        self.backbone = backbone
+        self.gem_p = gem_p
+        self.max_pixels = max_pixels
+        shape = backbone.output_shape(feature_set.layer)
+        self.dim = pooled_dim(shape, feature_set.pooling, flat_max_dims)
+
+    @property
+    def preprocessing(self) -> str:
+        return self.spec.preprocess.name
+
+    def decode(
+        self, source: str | bytes, name: str | None = None
+    ) -> tuple[npt.NDArray[np.uint8], tuple[int, int]]:
+        """Gives the network input for an image and the image's upright (width, height)."""
+        prep = self.spec.preprocess
+        im = open_image(source, max_pixels=self.max_pixels, min_short_side=prep.resize_short,
+                        name=name)
+        return prep(im), im.size
+
+    def embed(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """Gives (N, dim) vectors for a (N, H, W, 3) uint8 batch."""
+        maps = self.backbone.run(pixels)[self.feature_set.layer]
+        return pool(maps, self.feature_set.pooling, gem_p=self.gem_p)
+
+    def embed_image(self, source: str | bytes, name: str | None = None) -> npt.NDArray[np.float32]:
+        """Gives the vector of one image file or encoded image bytes."""
+        pixels, _ = self.decode(source, name)
+        return self.embed(pixels[None])[0]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class IndexReport:
+    """What an `index_folder` run did."""
+
+    root: str
+    feature_set: str
+    found: int = 0
+    embedded: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    removed: int = 0
+    failed: list[Skipped] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    file: ImageFile
+    sha256: str
+    pixels: npt.NDArray[np.uint8]
+    width: int
+    height: int
+    replaces: int | None
+
+
+class _Plan:
+    """What a run must do, and the content-hash lookups its decoding threads share."""
+
+    def __init__(self, store: Store, fs_id: int, root: str, files: list[ImageFile]) -> None:
+        stored = store.images_under(root)
+        self.with_vectors = store.image_ids_with_vectors(fs_id)
+        seen = {f.path for f in files}
+        missing = [rec for path, rec in stored.items() if path not in seen]
+        self.missing_ids = {rec.id for rec in missing}
+        # Claimed with dict.pop, which is atomic, so one stored image moves to one new path.
+        self.by_hash: dict[str, ImageRecord] = {rec.sha256: rec for rec in missing}
+        self.todo: list[tuple[ImageFile, ImageRecord | None]] = []
+        self.unchanged = 0
+        for f in files:
+            rec = stored.get(f.path)
+            if (rec is not None and rec.size == f.size and rec.mtime_ns == f.mtime_ns
+                    and rec.id in self.with_vectors):
+                self.unchanged += 1
+            else:
+                self.todo.append((f, rec))
+
+
+def _prepare(
+    extractor: FeatureExtractor, plan: _Plan, f: ImageFile, rec: ImageRecord | None
+) -> _Decoded | Move:
+    data = read_bytes(f.path)
+    sha = hashlib.sha256(data).hexdigest()
+    size = len(data)
+    replaces: int | None = None
+    if rec is not None and rec.sha256 == sha:
+        if rec.id in plan.with_vectors:
+            return Move(rec.id, f.path, size, f.mtime_ns, f.label)  # touched, not changed
+    else:
+        moved_from = plan.by_hash.pop(sha, None)
+        if moved_from is not None:
+            if moved_from.id in plan.with_vectors:
+                return Move(moved_from.id, f.path, size, f.mtime_ns, f.label)
+            replaces = moved_from.id
+    pixels, (width, height) = extractor.decode(data, name=f.path)
+    return _Decoded(ImageFile(f.path, size, f.mtime_ns), sha, pixels, width, height, replaces)
+
+
+def index_folder(
+    store: Store,
+    extractor: FeatureExtractor,
+    root: str | os.PathLike[str],
+    *,
+    batch_size: int = 32,
+    workers: int = 0,
+    progress: Progress | None = None,
+) -> IndexReport:
+    """Brings the store's vectors for root (a folder or one file) up to date with the disk and
+    gives a report. Bad files are skipped and listed; they never stop the run."""
+    started = time.perf_counter()
+    root_path = os.path.abspath(os.fspath(root))
+    if not os.path.exists(root_path):
+        raise BadImageError(root_path, "no such file or folder")
+    files = list(find_images(root_path))
+    record = store.ensure_feature_set(extractor.feature_set, extractor.preprocessing,
+                                      extractor.dim)
+    plan = _Plan(store, record.id, root_path, files)
+    report = IndexReport(root_path, str(extractor.feature_set), found=len(files),
+                         unchanged=plan.unchanged)
+    consumed: set[int] = set()
+    decoded: list[_Decoded] = []
+    moves: list[Move] = []
+    done = 0
+
+    def flush() -> None:
+        nonlocal decoded, moves
+        new: list[NewImage] = []
+        if decoded:
+            vectors = extractor.embed(np.stack([d.pixels for d in decoded]))
+            new = [
+                NewImage(d.file.path, d.file.size, d.file.mtime_ns, d.sha256, d.width, d.height,
+                         d.file.label, vectors[i], d.replaces)
+                for i, d in enumerate(decoded)
+            ]
+        store.write_batch(record.id, new, moves)
+        report.embedded += len(new)
+        report.moved += len(moves) + sum(1 for n in new if n.replaces is not None)
+        consumed.update(m.image_id for m in moves)
+        consumed.update(n.replaces for n in new if n.replaces is not None)
+        decoded, moves = [], []
+
+    n_workers = workers or (os.cpu_count() or 1)
+    total = len(plan.todo)
+    if progress:
+        progress(0, total)
+    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="decode") as pool_:
+        pending: deque[tuple[ImageFile, Future[_Decoded | Move]]] = deque()
+        todo = iter(plan.todo)
+        ahead = 2 * batch_size + n_workers
+
+        def submit_more() -> None:
+            while len(pending) < ahead:
+                item = next(todo, None)
+                if item is None:
+                    return
+                pending.append((item[0], pool_.submit(_prepare, extractor, plan, *item)))
+
+        submit_more()
+        while pending:
+            f, future = pending.popleft()
+            submit_more()
+            try:
+                result = future.result()
+            except BadImageError as exc:
+                report.failed.append(Skipped(f.path, exc.reason))
+                log.warning("skipping %s: %s", f.path, exc.reason)
+            else:
+                if isinstance(result, Move):
+                    moves.append(result)
+                else:
+                    decoded.append(result)
+            done += 1
+            if len(decoded) >= batch_size or len(moves) >= 4 * batch_size:
+                flush()
+                if progress:
+                    progress(done, total)
+        if decoded or moves:
+            flush()
+    report.removed = store.remove_images(plan.missing_ids - consumed)
+    if progress:
+        progress(total, total)
+    report.seconds = time.perf_counter() - started
+    return report

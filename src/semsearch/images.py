@@ -1,0 +1,159 @@
+"""Finding image files and opening one safely: size caps, EXIF rotation, every mode to RGB,
+first frame of animations; anything unusable raises BadImageError with a short reason."""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from semsearch.errors import BadImageError
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+)
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """A candidate file as found on disk (absolute path, byte size, mtime in ns)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def label(self) -> str:
+        return os.path.basename(os.path.dirname(self.path))
+
+
+def is_supported(path: str | os.PathLike[str]) -> bool:
+    """Gives whether the file name has a supported image suffix (any letter case)."""
+    return os.path.splitext(os.fspath(path))[1].lower() in SUPPORTED_SUFFIXES
+
+
+def _stat(path: str) -> ImageFile | None:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        log.warning("cannot stat %s: %s", path, exc)
+        return None
+    return ImageFile(path, st.st_size, st.st_mtime_ns)
+
+
+def find_images(root: str | os.PathLike[str]) -> Iterator[ImageFile]:
+    """Yields the supported image files under root (or root itself if it is a file), sorted,
+    skipping hidden files and folders. Folder symlinks are not followed, so loops cannot
+    occur."""
+    root_path = os.path.abspath(os.fspath(root))
+    if os.path.isfile(root_path):
+        if is_supported(root_path):
+            found = _stat(root_path)
+            if found:
+                yield found
+        return
+    for dirpath, dirnames, filenames in os.walk(root_path):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith(".") or not is_supported(name):
+                continue
+            found = _stat(os.path.join(dirpath, name))
+            if found and os.path.isfile(found.path):
+                yield found
+
+
+def read_bytes(path: str) -> bytes:
+    """Gives a file's bytes or raises BadImageError (missing, unreadable, empty)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise BadImageError(path, "file disappeared") from None
+    except IsADirectoryError:
+        raise BadImageError(path, "is a folder, not a file") from None
+    except OSError as exc:
+        raise BadImageError(path, f"cannot read: {exc.strerror or exc}") from None
+    if not data:
+        raise BadImageError(path, "empty file (0 bytes)")
+    return data
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        arr = np.asarray(im, dtype=np.float32) / 257.0
+        return Image.fromarray(arr.round().astype(np.uint8), "L").convert("RGB")
+    if im.mode in ("I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(scaled.round().astype(np.uint8), "L").convert("RGB")
+    has_alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        im.mode == "P" and "transparency" in im.info
+    )
+    if has_alpha:
+        # Transparent pixels often hold black or garbage; a white page is what people see.
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def open_image(
+    source: str | bytes,
+    *,
+    max_pixels: int,
+    min_short_side: int | None = None,
+    name: str | None = None,
+) -> Image.Image:
+    """Gives the image as an upright RGB PIL image, decoded at reduced scale when
+    min_short_side allows (JPEG DCT scaling), or raises BadImageError."""
+    label = name or (source if isinstance(source, str) else "<image bytes>")
+    data = read_bytes(source) if isinstance(source, str) else source
+    if not data:
+        raise BadImageError(label, "empty file (0 bytes)")
+    try:
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise BadImageError(label, "not an image, or a format that cannot be read") from None
+    except Image.DecompressionBombError as exc:
+        raise BadImageError(label, f"too large to decode safely ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a hostile header can raise almost anything
+        raise BadImageError(label, f"corrupt header: {exc}") from None
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise BadImageError(label, f"has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise BadImageError(
+            label,
+            f"{width}x{height} is {width * height / 1e6:.0f} MP, above the cap of "
+            f"{max_pixels / 1e6:.0f} MP (setting max_pixels)",
+        )
+    try:
+        if getattr(im, "n_frames", 1) > 1:
+            im.seek(0)
+        if min_short_side and im.format == "JPEG":
+            scale = min_short_side / min(width, height)
+            if scale < 1:
+                im.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
+        im.load()
+    except Exception as exc:  # noqa: BLE001
+        raise BadImageError(label, f"truncated or corrupt: {exc}") from None
+    try:
+        im = ImageOps.exif_transpose(im) or im
+    except Exception as exc:  # noqa: BLE001 - a broken EXIF block should not lose the picture
+        log.warning("%s: ignoring unreadable EXIF orientation: %s", label, exc)
+    try:
+        return _to_rgb(im)
+    except Exception as exc:  # noqa: BLE001
+        raise BadImageError(label, f"cannot convert mode {im.mode} to RGB: {exc}") from None

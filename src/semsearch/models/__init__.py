@@ -1,0 +1,1 @@
+"""Backbones: a registry of named models, their layers, preprocessing and runtimes."""

@@ -1,0 +1,166 @@
+"""Running a backbone: ONNX Runtime on a graph exported once from the torch weights and cached
+(keyed by weights and requested layers), or torch eager as the reference implementation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from semsearch.models.registry import ModelSpec
+
+log = logging.getLogger(__name__)
+
+# Bump when the exported graph's inputs or outputs change meaning.
+EXPORT_VERSION = 1
+_export_lock = threading.Lock()
+
+
+class Backbone(Protocol):
+    """Runs uint8 NHWC image batches and gives each requested layer's output, batch first."""
+
+    layers: list[str]
+
+    def run(self, images: npt.NDArray[np.uint8]) -> dict[str, npt.NDArray[np.float32]]: ...
+
+    def output_shape(self, layer: str) -> tuple[int, ...]: ...
+
+
+class TorchBackbone:
+    """The reference: torch eager on the spec's network."""
+
+    def __init__(self, spec: ModelSpec, layers: Sequence[str], threads: int = 0) -> None:
+        import torch
+
+        from semsearch.models.network import Taps, find_layer, layer_table
+
+        if threads:
+            torch.set_num_threads(threads)
+        net = spec.build()
+        table = layer_table(net, spec.preprocess.size, spec.classifier)
+        self._shapes = {name: find_layer(table, name, spec.name).shape for name in layers}
+        self.layers = list(layers)
+        self._taps = Taps(net, self.layers, spec.mean, spec.std, spec.classifier).eval()
+
+    def run(self, images: npt.NDArray[np.uint8]) -> dict[str, npt.NDArray[np.float32]]:
+        import torch
+
+        with torch.inference_mode():
+            outputs = self._taps(torch.from_numpy(np.ascontiguousarray(images)))
+        return {name: out.numpy() for name, out in zip(self.layers, outputs, strict=True)}
+
+    def output_shape(self, layer: str) -> tuple[int, ...]:
+        return self._shapes[layer]
+
+
+def graph_key(spec: ModelSpec, layers: Sequence[str]) -> str:
+    """Gives the cache key of an exported graph: weights, input handling and layers."""
+    payload = {
+        "model": spec.name,
+        "weights": spec.weights_id(),
+        "size": spec.preprocess.size,
+        "mean": spec.mean,
+        "std": spec.std,
+        "layers": list(layers),
+        "export": EXPORT_VERSION,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def export_onnx(spec: ModelSpec, layers: Sequence[str], path: Path) -> None:
+    """Writes the ONNX graph of the spec's network with the given layers as outputs,
+    atomically, so a concurrent reader never sees half a file."""
+    import torch
+
+    from semsearch.models.network import Taps, find_layer, layer_table
+
+    net = spec.build()
+    table = layer_table(net, spec.preprocess.size, spec.classifier)
+    for name in layers:
+        find_layer(table, name, spec.name)
+    taps = Taps(net, layers, spec.mean, spec.std, spec.classifier).eval()
+    size = spec.preprocess.size
+    dummy = torch.zeros(2, size, size, 3, dtype=torch.uint8)
+    outputs = [f"layer{i}" for i in range(len(layers))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        # no_grad, not inference_mode: the exporter cannot trace inference tensors.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                taps,
+                (dummy,),
+                tmp,
+                dynamo=False,
+                input_names=["images"],
+                output_names=outputs,
+                dynamic_axes={name: {0: "batch"} for name in ["images", *outputs]},
+                opset_version=17,
+            )
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class OnnxBackbone:
+    """ONNX Runtime on the cached exported graph; exports on first use."""
+
+    def __init__(
+        self, spec: ModelSpec, layers: Sequence[str], cache_dir: Path, threads: int = 0
+    ) -> None:
+        import onnxruntime as ort
+
+        self.layers = list(layers)
+        path = cache_dir / "onnx" / f"{spec.name}-{graph_key(spec, self.layers)}.onnx"
+        with _export_lock:
+            if not path.exists():
+                log.info("exporting %s %s to %s", spec.name, self.layers, path)
+                export_onnx(spec, self.layers, path)
+        self.path = path
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+        self._outputs = [o.name for o in self._session.get_outputs()]
+        self._shapes = {
+            name: tuple(int(d) for d in o.shape[1:])
+            for name, o in zip(self.layers, self._session.get_outputs(), strict=True)
+        }
+
+    def run(self, images: npt.NDArray[np.uint8]) -> dict[str, npt.NDArray[np.float32]]:
+        outputs = self._session.run(self._outputs, {"images": np.ascontiguousarray(images)})
+        return dict(zip(self.layers, outputs, strict=True))
+
+    def output_shape(self, layer: str) -> tuple[int, ...]:
+        return self._shapes[layer]
+
+
+def load_backbone(
+    spec: ModelSpec,
+    layers: Sequence[str],
+    *,
+    runtime: str = "onnx",
+    cache_dir: Path,
+    threads: int = 0,
+) -> Backbone:
+    """Gives a backbone for the spec that yields the given layers in one forward pass."""
+    if runtime == "torch":
+        return TorchBackbone(spec, layers, threads)
+    return OnnxBackbone(spec, layers, cache_dir, threads)

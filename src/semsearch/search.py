@@ -1,0 +1,157 @@
+"""SearchService: one place where a query (an image file, image bytes, or an indexed image)
+becomes ranked hits, for every front end."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from semsearch.errors import NotIndexedError, QueryError
+from semsearch.features import FeatureExtractor
+from semsearch.index.catalog import IndexCatalog, LoadedIndex
+from semsearch.index.exact import Metric, scores
+from semsearch.store import FeatureSetRecord, Store
+
+
+@dataclass(frozen=True)
+class ImageQuery:
+    """An image to embed: a file path, or encoded bytes (uploads)."""
+
+    path: str | None = None
+    data: bytes | None = None
+
+    def describe(self) -> str:
+        return self.path or f"<{len(self.data or b'')} bytes>"
+
+
+@dataclass(frozen=True)
+class KnownImageQuery:
+    """An indexed image, by id; it is left out of its own results."""
+
+    image_id: int
+
+    def describe(self) -> str:
+        return f"id:{self.image_id}"
+
+
+Query = ImageQuery | KnownImageQuery
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int
+    image_id: int
+    path: str
+    label: str
+    distance: float
+    score: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    query: str
+    feature_set: str
+    metric: str
+    hits: list[Hit]
+    embed_ms: float
+    search_ms: float
+
+
+class SearchService:
+    """Answers queries against the store's indexes. The model is loaded only when a query
+    needs embedding; indexes are loaded once and reloaded when the store changes."""
+
+    def __init__(
+        self,
+        store: Store,
+        catalog: IndexCatalog,
+        extractor_for: Callable[[FeatureSetRecord], FeatureExtractor],
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self._extractor_for = extractor_for
+        self._indexes: dict[tuple[int, str], tuple[FeatureSetRecord, LoadedIndex]] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, text: str) -> Query:
+        """Gives the query that text names: an existing file (indexed or not), `id:N`, or a
+        bare number that is an indexed image id."""
+        text = text.strip()
+        if not text:
+            raise QueryError("empty query; give an image file or an indexed image id")
+        if os.path.exists(text):
+            if os.path.isdir(text):
+                raise QueryError(f"{text} is a folder; give one image file")
+            record = self.store.image_by_path(os.path.abspath(text))
+            return KnownImageQuery(record.id) if record else ImageQuery(path=text)
+        number = text[3:] if text.startswith("id:") else text
+        if number.isdigit():
+            self.store.image(int(number))  # raises NotIndexedError if absent
+            return KnownImageQuery(int(number))
+        raise QueryError(f"{text!r} is neither an existing image file nor an image id")
+
+    def index_for(self, record: FeatureSetRecord, metric: Metric) -> LoadedIndex:
+        """Gives the fresh index of the feature set for the metric."""
+        key = (record.id, metric.tag)
+        with self._lock:
+            current = self.store.feature_set(record.feature_set, record.preprocessing)
+            cached = self._indexes.get(key)
+            if cached and cached[0].version == current.version and cached[0].count == current.count:
+                return cached[1]
+            loaded = self.catalog.get(current, metric)
+            self._indexes[key] = (current, loaded)
+            return loaded
+
+    def search(
+        self, query: Query, *, feature_set: FeatureSetRecord, metric: Metric, k: int = 10
+    ) -> SearchResult:
+        """Gives the k nearest indexed images to the query, closest first."""
+        if k <= 0:
+            raise QueryError(f"k must be positive, not {k}")
+        started = time.perf_counter()
+        exclude: int | None = None
+        vector = None
+        if isinstance(query, KnownImageQuery):
+            exclude = query.image_id
+            vector = self.store.vector(feature_set.id, query.image_id)
+            if vector is None:
+                image = self.store.image(query.image_id)
+                if not os.path.exists(image.path):
+                    raise NotIndexedError(
+                        f"image {image.id} has no {feature_set.name} vector and its file "
+                        f"{image.path} is gone; index it with that feature set first"
+                    )
+                vector = self._extractor_for(feature_set).embed_image(image.path)
+        else:
+            extractor = self._extractor_for(feature_set)
+            source = query.path if query.path is not None else query.data
+            if source is None:
+                raise QueryError("an image query needs a path or image bytes")
+            vector = extractor.embed_image(source, name=query.describe())
+        embedded = time.perf_counter()
+        loaded = self.index_for(feature_set, metric)
+        extra = 1 if exclude is not None else 0
+        dist, ids = loaded.index.search(vector[None, :], k + extra)
+        keep = [(float(d), int(i)) for d, i in zip(dist[0], ids[0], strict=True)
+                if i >= 0 and i != exclude][:k]
+        score = scores(np.array([d for d, _ in keep]), loaded.score_center, loaded.score_scale)
+        images = self.store.images(i for _, i in keep)
+        hits = [
+            Hit(rank, image_id, images[image_id].path, images[image_id].label, d, float(s))
+            for rank, ((d, image_id), s) in enumerate(zip(keep, score, strict=True), start=1)
+            if image_id in images
+        ]
+        finished = time.perf_counter()
+        return SearchResult(
+            query=query.describe(),
+            feature_set=feature_set.name,
+            metric=str(metric),
+            hits=hits,
+            embed_ms=(embedded - started) * 1000,
+            search_ms=(finished - embedded) * 1000,
+        )

@@ -1,0 +1,95 @@
+"""Builds the objects a front end needs from a Config: the store, the model registry,
+extractors (cached per feature set) and the search service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from semsearch.config import Config
+from semsearch.errors import NotIndexedError
+from semsearch.features import FeatureExtractor
+from semsearch.featureset import FeatureSet
+from semsearch.index.catalog import IndexCatalog
+from semsearch.index.exact import Metric
+from semsearch.models.registry import ModelRegistry, default_registry
+from semsearch.models.runtime import load_backbone
+from semsearch.search import SearchService
+from semsearch.store import FeatureSetRecord, Store
+
+
+class Session:
+    """Everything one command or one server works with. Close it when done."""
+
+    def __init__(self, config: Config, registry: ModelRegistry | None = None,
+                 store: Store | None = None) -> None:
+        self.config = config
+        self.registry = registry or default_registry()
+        self.store = store or Store.open(config.db_path())
+        self.catalog = IndexCatalog(self.store)
+        self._extractors: dict[tuple[str, str], FeatureExtractor] = {}
+        self._search: SearchService | None = None
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.config.cache_path()
+
+    def feature_set(self, model: str | None = None, layer: str | None = None,
+                    pool: str | None = None) -> FeatureSet:
+        """Gives the feature set named by the arguments, falling back to the settings and to
+        the model's default layer."""
+        spec = self.registry.get(model or self.config.model)
+        return FeatureSet(spec.name, layer or self.config.layer or spec.default_layer,
+                          pool or self.config.pool)
+
+    def metric(self, name: str | None = None, p: float | None = None) -> Metric:
+        return Metric(name or self.config.metric, p or self.config.minkowski_p)
+
+    def extractor(self, fs: FeatureSet) -> FeatureExtractor:
+        """Gives the (cached) extractor for a feature set, loading its backbone."""
+        spec = self.registry.get(fs.model)
+        key = (str(fs), spec.preprocess.name)
+        if key not in self._extractors:
+            backbone = load_backbone(spec, [fs.layer], runtime=self.config.runtime,
+                                     cache_dir=self.cache_dir, threads=self.config.threads)
+            self._extractors[key] = FeatureExtractor(
+                spec, fs, backbone, gem_p=self.config.gem_p,
+                flat_max_dims=self.config.flat_max_dims, max_pixels=self.config.max_pixels,
+            )
+        return self._extractors[key]
+
+    def indexed_feature_set(self, fs: FeatureSet | None) -> FeatureSetRecord:
+        """Gives the stored feature set to search: the one asked for, else the default one if
+        indexed, else the only one in the store."""
+        if fs is not None:
+            return self.store.feature_set(fs)
+        default = self.feature_set()
+        stored = self.store.feature_sets()
+        for record in stored:
+            if record.feature_set == default:
+                return record
+        if len(stored) == 1:
+            return stored[0]
+        if not stored:
+            raise NotIndexedError(
+                f"the catalogue {self.store.path} is empty; run `semsearch index FOLDER` first"
+            )
+        raise NotIndexedError(
+            "several feature sets are indexed; choose one with --model/--layer/--pool: "
+            + ", ".join(r.name for r in stored)
+        )
+
+    def search_service(self) -> SearchService:
+        if self._search is None:
+            self._search = SearchService(
+                self.store, self.catalog, lambda record: self.extractor(record.feature_set)
+            )
+        return self._search

@@ -1,0 +1,382 @@
+"""The catalogue: images, feature sets and vectors in one SQLite file. Vectors are keyed by
+the feature set that produced them, so a second model never touches the first one's. The
+schema is versioned (PRAGMA user_version) and migrates forward; every write is one
+transaction, so a process killed at any moment leaves the last committed state."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from semsearch.errors import NotIndexedError, StoreVersionError
+from semsearch.featureset import FeatureSet
+
+log = logging.getLogger(__name__)
+
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema.
+    """
+    CREATE TABLE images(
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        label TEXT NOT NULL,
+        indexed_at REAL NOT NULL
+    );
+    CREATE INDEX images_sha256 ON images(sha256);
+    CREATE TABLE feature_sets(
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        model TEXT NOT NULL,
+        layer TEXT NOT NULL,
+        pooling TEXT NOT NULL,
+        preprocessing TEXT NOT NULL,
+        dim INTEGER NOT NULL,
+        version INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        UNIQUE(name, preprocessing)
+    );
+    CREATE TABLE vectors(
+        feature_set_id INTEGER NOT NULL REFERENCES feature_sets(id) ON DELETE CASCADE,
+        image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        vector BLOB NOT NULL,
+        PRIMARY KEY(feature_set_id, image_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX vectors_image ON vectors(image_id);
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    width: int
+    height: int
+    label: str
+
+
+@dataclass(frozen=True)
+class FeatureSetRecord:
+    """A feature set as stored: `version` grows with every change to its vectors."""
+
+    id: int
+    feature_set: FeatureSet
+    preprocessing: str
+    dim: int
+    version: int
+    count: int
+
+    @property
+    def name(self) -> str:
+        return str(self.feature_set)
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """A decoded file and its vector, ready to be written. `replaces` is the id of a stored
+    image with the same content (a moved file) whose row is re-pointed instead of added."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    width: int
+    height: int
+    label: str
+    vector: npt.NDArray[np.float32]
+    replaces: int | None = None
+
+
+@dataclass(frozen=True)
+class Move:
+    """A stored image whose file now lives at another path, or was touched, unchanged."""
+
+    image_id: int
+    path: str
+    size: int
+    mtime_ns: int
+    label: str
+
+
+def _prefix_bounds(root: str) -> tuple[str, str]:
+    prefix = root.rstrip(os.sep) + os.sep
+    return prefix, prefix[:-1] + chr(ord(os.sep) + 1)
+
+
+class Store:
+    """The SQLite catalogue. Open with `Store.open(path)`; use as a context manager."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Store:
+        """Gives the store at path, created or migrated forward as needed."""
+        db_path = Path(path).expanduser().absolute()
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(db_path, timeout=30.0, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError as exc:
+            raise StoreVersionError(f"{db_path} is not a semsearch catalogue: {exc}") from None
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        store = cls(conn, db_path)
+        store._migrate()
+        return store
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        current = self.schema_version
+        if current > SCHEMA_VERSION:
+            raise StoreVersionError(
+                f"{self.path} has schema version {current}, newer than this semsearch knows "
+                f"({SCHEMA_VERSION}); upgrade semsearch to use it"
+            )
+        for version in range(current, SCHEMA_VERSION):
+            with self._transaction() as conn:
+                for statement in _MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={version + 1}")
+            log.info("migrated %s to schema version %d", self.path, version + 1)
+
+    # -- feature sets -------------------------------------------------------------------------
+
+    def ensure_feature_set(self, fs: FeatureSet, preprocessing: str, dim: int) -> FeatureSetRecord:
+        """Gives the stored feature set, adding it if new."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO feature_sets(name, model, layer, pooling, preprocessing,"
+                " dim, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (str(fs), fs.model, fs.layer, fs.pooling, preprocessing, dim, time.time()),
+            )
+        record = self.feature_set(fs, preprocessing)
+        if record.dim != dim:
+            raise StoreVersionError(
+                f"feature set {fs} is stored with {record.dim} dimensions but the model now "
+                f"gives {dim}; remove the catalogue's vectors for it or use another --db"
+            )
+        return record
+
+    def _feature_set_rows(self, where: str = "", args: Sequence[object] = ()) -> list[FeatureSetRecord]:
+        rows = self._conn.execute(
+            "SELECT f.id, f.model, f.layer, f.pooling, f.preprocessing, f.dim, f.version,"
+            " (SELECT COUNT(*) FROM vectors v WHERE v.feature_set_id = f.id)"
+            f" FROM feature_sets f {where} ORDER BY f.id",
+            args,
+        ).fetchall()
+        return [
+            FeatureSetRecord(r[0], FeatureSet(r[1], r[2], r[3]), r[4], r[5], r[6], r[7])
+            for r in rows
+        ]
+
+    def feature_sets(self) -> list[FeatureSetRecord]:
+        return self._feature_set_rows()
+
+    def feature_set(self, fs: FeatureSet, preprocessing: str | None = None) -> FeatureSetRecord:
+        """Gives the stored feature set, or raises NotIndexedError."""
+        if preprocessing is None:
+            rows = self._feature_set_rows("WHERE f.name = ?", (str(fs),))
+        else:
+            rows = self._feature_set_rows(
+                "WHERE f.name = ? AND f.preprocessing = ?", (str(fs), preprocessing)
+            )
+        if not rows:
+            known = ", ".join(r.name for r in self.feature_sets()) or "none yet"
+            raise NotIndexedError(
+                f"nothing is indexed with {fs}; indexed feature sets: {known}"
+            )
+        return rows[-1]
+
+    # -- images -------------------------------------------------------------------------------
+
+    def _image_rows(self, where: str, args: Sequence[object]) -> list[ImageRecord]:
+        rows = self._conn.execute(
+            "SELECT id, path, size, mtime_ns, sha256, width, height, label FROM images "
+            + where,
+            args,
+        ).fetchall()
+        return [ImageRecord(*row) for row in rows]
+
+    def images_under(self, root: str) -> dict[str, ImageRecord]:
+        """Gives the stored images at or below the absolute path root, by path."""
+        low, high = _prefix_bounds(root)
+        rows = self._image_rows(
+            "WHERE path = ? OR (path >= ? AND path < ?)", (root.rstrip(os.sep), low, high)
+        )
+        return {row.path: row for row in rows}
+
+    def image(self, image_id: int) -> ImageRecord:
+        rows = self._image_rows("WHERE id = ?", (image_id,))
+        if not rows:
+            raise NotIndexedError(f"no image with id {image_id} in the catalogue")
+        return rows[0]
+
+    def image_by_path(self, path: str) -> ImageRecord | None:
+        rows = self._image_rows("WHERE path = ?", (path,))
+        return rows[0] if rows else None
+
+    def images(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
+        wanted = list(dict.fromkeys(int(i) for i in ids))
+        found: dict[int, ImageRecord] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._image_rows(f"WHERE id IN ({marks})", chunk):
+                found[row.id] = row
+        return found
+
+    def count_images(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+
+    def image_ids_with_vectors(self, fs_id: int) -> set[int]:
+        rows = self._conn.execute(
+            "SELECT image_id FROM vectors WHERE feature_set_id = ?", (fs_id,)
+        )
+        return {r[0] for r in rows}
+
+    # -- vectors ------------------------------------------------------------------------------
+
+    def vectors(self, fs_id: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Gives (image ids, float32 matrix) of every vector in the feature set, by image id."""
+        dim = int(self._conn.execute(
+            "SELECT dim FROM feature_sets WHERE id = ?", (fs_id,)).fetchone()[0])
+        rows = self._conn.execute(
+            "SELECT image_id, vector FROM vectors WHERE feature_set_id = ? ORDER BY image_id",
+            (fs_id,),
+        ).fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        matrix = np.empty((len(rows), dim), dtype=np.float32)
+        for i, (_, blob) in enumerate(rows):
+            matrix[i] = np.frombuffer(blob, dtype=np.float32)
+        return ids, matrix
+
+    def vector(self, fs_id: int, image_id: int) -> npt.NDArray[np.float32] | None:
+        row = self._conn.execute(
+            "SELECT vector FROM vectors WHERE feature_set_id = ? AND image_id = ?",
+            (fs_id, image_id),
+        ).fetchone()
+        return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
+
+    def write_batch(self, fs_id: int, new: Sequence[NewImage], moves: Sequence[Move] = ()) -> None:
+        """Stores a batch of new vectors and moved images in one transaction."""
+        now = time.time()
+        touched_sets = {fs_id}
+        with self._transaction() as conn:
+            if moves or any(item.replaces is not None for item in new):
+                # A move may displace a row at its destination, with that row's vectors.
+                touched_sets.update(r[0] for r in conn.execute("SELECT id FROM feature_sets"))
+            for move in moves:
+                self._repoint(conn, move.image_id, move.path, move.size, move.mtime_ns,
+                              move.label)
+            for item in new:
+                if item.replaces is not None:
+                    image_id = item.replaces
+                    self._repoint(conn, image_id, item.path, item.size, item.mtime_ns,
+                                  item.label)
+                else:
+                    old = conn.execute(
+                        "SELECT id, sha256 FROM images WHERE path = ?", (item.path,)
+                    ).fetchone()
+                    if old is not None and old[1] != item.sha256:
+                        # New content at a known path: every other feature set's vector of
+                        # the old content is stale now.
+                        stale = conn.execute(
+                            "SELECT feature_set_id FROM vectors WHERE image_id = ?", (old[0],)
+                        ).fetchall()
+                        touched_sets.update(r[0] for r in stale)
+                        conn.execute("DELETE FROM vectors WHERE image_id = ?", (old[0],))
+                    conn.execute(
+                        "INSERT INTO images(path, size, mtime_ns, sha256, width, height, label,"
+                        " indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                        " ON CONFLICT(path) DO UPDATE SET size=excluded.size,"
+                        " mtime_ns=excluded.mtime_ns, sha256=excluded.sha256,"
+                        " width=excluded.width, height=excluded.height, label=excluded.label,"
+                        " indexed_at=excluded.indexed_at",
+                        (item.path, item.size, item.mtime_ns, item.sha256, item.width,
+                         item.height, item.label, now),
+                    )
+                    image_id = conn.execute(
+                        "SELECT id FROM images WHERE path = ?", (item.path,)
+                    ).fetchone()[0]
+                conn.execute(
+                    "INSERT OR REPLACE INTO vectors(feature_set_id, image_id, vector)"
+                    " VALUES (?, ?, ?)",
+                    (fs_id, image_id, np.ascontiguousarray(item.vector, np.float32).tobytes()),
+                )
+            self._bump(conn, touched_sets)
+
+    @staticmethod
+    def _repoint(conn: sqlite3.Connection, image_id: int, path: str, size: int, mtime_ns: int,
+                 label: str) -> None:
+        # Whatever row held the destination path described content that is gone now.
+        conn.execute("DELETE FROM images WHERE path = ? AND id != ?", (path, image_id))
+        conn.execute(
+            "UPDATE images SET path = ?, size = ?, mtime_ns = ?, label = ? WHERE id = ?",
+            (path, size, mtime_ns, label, image_id),
+        )
+
+    @staticmethod
+    def _bump(conn: sqlite3.Connection, fs_ids: Iterable[int]) -> None:
+        conn.executemany(
+            "UPDATE feature_sets SET version = version + 1 WHERE id = ?",
+            [(i,) for i in fs_ids],
+        )
+
+    def remove_images(self, image_ids: Iterable[int]) -> int:
+        """Removes images and all their vectors in one transaction; gives how many."""
+        ids = list(image_ids)
+        if not ids:
+            return 0
+        with self._transaction() as conn:
+            sets = {r[0] for r in conn.execute("SELECT id FROM feature_sets")}
+            conn.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
+            self._bump(conn, sets)
+        return len(ids)
+
+    def remove_under(self, path: str) -> int:
+        """Removes every image at or below an absolute path; gives how many."""
+        return self.remove_images(row.id for row in self.images_under(path).values())

@@ -14,7 +14,7 @@ import numpy as np
 from semsearch.errors import NotIndexedError, QueryError
 from semsearch.features import FeatureExtractor
 from semsearch.index.catalog import IndexCatalog, LoadedIndex
-from semsearch.index.exact import Metric, scores
+from semsearch.index.exact import Metric
 from semsearch.store import FeatureSetRecord, Store
 
 
@@ -139,7 +139,7 @@ class SearchService:
         dist, ids = loaded.index.search(vector[None, :], k + extra)
         keep = [(float(d), int(i)) for d, i in zip(dist[0], ids[0], strict=True)
                 if i >= 0 and i != exclude][:k]
-        score = scores(np.array([d for d, _ in keep]), loaded.score_center, loaded.score_scale)
+        score = loaded.calibration.scores(np.array([d for d, _ in keep]))
         images = self.store.images(i for _, i in keep)
         hits = [
             Hit(rank, image_id, images[image_id].path, images[image_id].label, d, float(s))

@@ -12,16 +12,16 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from semsearch.index.exact import ExactIndex, Metric, calibration
+from semsearch.index.exact import Calibration, ExactIndex, Metric, calibration
 from semsearch.store import FeatureSetRecord, Store
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -30,12 +30,8 @@ class LoadedIndex:
     manifest: dict[str, Any]
 
     @property
-    def score_center(self) -> float:
-        return float(self.manifest["score_center"])
-
-    @property
-    def score_scale(self) -> float:
-        return float(self.manifest["score_scale"])
+    def calibration(self) -> Calibration:
+        return Calibration(**self.manifest["score_calibration"])
 
 
 @dataclass(frozen=True)
@@ -107,7 +103,7 @@ class IndexCatalog:
         started = time.perf_counter()
         ids, vectors = self.store.vectors(record.id)
         index = ExactIndex.build(vectors, ids, metric)
-        center, scale = calibration(index, vectors)
+        calib = calibration(index, vectors)
         stem = self._stem(record, metric)
         file_name = f"{stem}.v{record.version}.faiss"
         manifest = {
@@ -122,8 +118,7 @@ class IndexCatalog:
             "vectors_version": record.version,
             "schema_version": self.store.schema_version,
             "file": file_name,
-            "score_center": center,
-            "score_scale": scale,
+            "score_calibration": asdict(calib),
             "built_at": time.time(),
         }
         self.folder.mkdir(parents=True, exist_ok=True)

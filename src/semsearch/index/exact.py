@@ -202,30 +202,52 @@ def _top_k_smallest(keys: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int
     return np.take_along_axis(part, order, axis=1)
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """Maps a distance to a similarity score in [0, 1] relative to the gallery's own spread:
+    a typical (median) pair of gallery images scores 0.5 and the closest 5 % of pairs score
+    0.95 or more, whatever the metric, so scores are comparable across metrics. For true
+    distances (>= 0) the curve is log-logistic, so distance 0 scores exactly 1; for the
+    negated inner product, which has no zero, it is logistic."""
+
+    center: float
+    low: float
+    log_form: bool
+
+    def scores(self, distances: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        d = np.asarray(distances, dtype=np.float64)
+        if self.log_form:
+            gamma = math.log(19.0) / math.log(self.center / self.low)
+            ratio = np.maximum(d, 0.0) / self.center
+            with np.errstate(over="ignore"):
+                return 1.0 / (1.0 + np.power(ratio, gamma))
+        scale = (self.center - self.low) / math.log(19.0)
+        z = np.clip((d - self.center) / scale, -60.0, 60.0)
+        return 1.0 / (1.0 + np.exp(z))
+
+
 def calibration(index: ExactIndex, vectors: npt.NDArray[np.float32], sample: int = 256,
-                seed: int = 0) -> tuple[float, float]:
-    """Gives (center, scale) of the logistic that maps a distance to a score in [0, 1]:
-    center is the median distance between random gallery pairs (score 0.5) and the 5th
-    percentile maps to 0.95. Scores are thus relative to the gallery's own spread, which
-    makes them comparable across metrics."""
+                seed: int = 0) -> Calibration:
+    """Gives the score calibration of a gallery from the distances between a random sample
+    of its vectors."""
+    log_form = index.metric.name != "ip"
     n = len(vectors)
-    if n < 3:
-        return 1.0, 0.25
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(n, size=min(n, sample), replace=False)
-    probe = ExactIndex.build(vectors[pick], np.arange(len(pick), dtype=np.int64), index.metric)
-    dist, _ = probe.search(vectors[pick], len(pick))
-    pairs = dist[:, 1:].ravel()  # column 0 is each vector's distance to itself
-    pairs = pairs[np.isfinite(pairs)]
+    pairs = np.zeros(0)
+    if n >= 3:
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(n, size=min(n, sample), replace=False)
+        probe = ExactIndex.build(vectors[pick], np.arange(len(pick), dtype=np.int64),
+                                 index.metric)
+        dist, _ = probe.search(vectors[pick], len(pick))
+        pairs = dist[:, 1:].ravel()  # column 0 is each vector's distance to itself
+        pairs = pairs[np.isfinite(pairs)]
+    if len(pairs) == 0:
+        return Calibration(1.0, 0.25, log_form)
     center = float(np.median(pairs))
     low = float(np.percentile(pairs, 5))
-    scale = (center - low) / math.log(19.0)
-    if not scale > 0:
-        scale = max(abs(center), 1.0) * 0.05
-    return center, scale
-
-
-def scores(distances: npt.NDArray[np.float32], center: float, scale: float) -> npt.NDArray[np.float64]:
-    """Gives similarity scores in [0, 1] for distances, using a gallery's calibration."""
-    z = np.clip((np.asarray(distances, dtype=np.float64) - center) / scale, -60.0, 60.0)
-    return 1.0 / (1.0 + np.exp(z))
+    if log_form:
+        center = max(center, 1e-12)
+        low = min(max(low, center * 1e-3), center * 0.999)
+    elif not low < center:
+        low = center - max(abs(center), 1.0) * 0.05
+    return Calibration(center, low, log_form)

@@ -1,0 +1,118 @@
+"""Shared fixtures: a tiny random-weight network registered like a real model, generated
+images, and the paths of the real shared datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from semsearch.config import resolve
+from semsearch.models.preprocess import Preprocess
+from semsearch.models.registry import ModelRegistry, ModelSpec, default_registry
+from semsearch.session import Session
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ROOT.parent / "shared" / "datasets"
+
+
+def tiny_net():  # type: ignore[no-untyped-def]
+    import torch
+    from torch import nn
+
+    class TinyNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+            self.stem_act = nn.ReLU6()
+            self.block = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+            self.block_act = nn.ReLU6()
+            self.head = nn.Conv2d(16, 32, 1)
+            self.head_act = nn.ReLU6()
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(32, 10)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            x = self.stem_act(self.stem(x))
+            x = self.block_act(self.block(x))
+            x = self.head_act(self.head(x))
+            return self.fc(torch.flatten(self.pool(x), 1))
+
+    torch.manual_seed(0)
+    return TinyNet().eval()
+
+
+TINY = ModelSpec(
+    name="tiny",
+    description="random-weight test network",
+    preprocess=Preprocess(32),
+    build=tiny_net,
+    weights_id=lambda: "tiny-seed0",
+    default_layer="head_act",
+    mean=127.0,
+    std=128.0,
+    classifier="fc",
+)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ONNX cache for the whole test session, so each graph is exported once."""
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture
+def tiny_registry() -> ModelRegistry:
+    registry = default_registry()
+    registry.register(TINY)
+    return registry
+
+
+@pytest.fixture
+def tiny_session(tmp_path: Path, cache_dir: Path, tiny_registry: ModelRegistry):  # type: ignore[no-untyped-def]
+    config = resolve({"db": str(tmp_path / "cat.db"), "cache_dir": str(cache_dir),
+                      "model": "tiny", "batch_size": 4, "workers": 2}, env={})
+    with Session(config, registry=tiny_registry) as session:
+        yield session
+
+
+def make_image(path: Path, seed: int, size: tuple[int, int] = (64, 48), fmt: str | None = None,
+               mode: str = "RGB") -> Path:
+    """Writes a random but structured image (smooth colour blobs) and gives its path."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    arr = np.zeros((h, w, 3), dtype=np.float64)
+    for _ in range(3):
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(5, max(w, h))
+        arr += rng.uniform(0, 255, 3) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / r**2)[..., None]
+    im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+    if mode != "RGB":
+        im = im.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, format=fmt)
+    return path
+
+
+@pytest.fixture
+def gallery(tmp_path: Path) -> Path:
+    """A labeled folder of 12 small generated images in 3 classes."""
+    root = tmp_path / "gallery"
+    for i in range(12):
+        make_image(root / f"class{i % 3}" / f"img{i:02d}.png", seed=i)
+    return root
+
+
+def dataset(name: str) -> Path:
+    path = DATASETS / name
+    if not path.is_dir():
+        pytest.skip(f"shared dataset {path} is absent")
+    return path
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"shared datasets: {DATASETS} ({'present' if DATASETS.is_dir() else 'ABSENT'}); " \
+           f"cpus: {os.cpu_count()}"

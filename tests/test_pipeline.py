@@ -1,0 +1,144 @@
+"""Indexing with the tiny network: incremental runs, moves, deletions, bad files, and two
+feature sets side by side."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from semsearch.features import IndexReport, index_folder
+from semsearch.featureset import FeatureSet
+from semsearch.session import Session
+from tests.conftest import make_image
+
+
+def _index(session: Session, root: Path, fs: FeatureSet | None = None) -> IndexReport:
+    extractor = session.extractor(fs or session.feature_set())
+    return index_folder(session.store, extractor, root, batch_size=4, workers=2)
+
+
+def _vectors(session: Session, fs: FeatureSet | None = None) -> dict[str, np.ndarray]:
+    record = session.store.feature_set(fs or session.feature_set())
+    ids, matrix = session.store.vectors(record.id)
+    paths = session.store.images(ids.tolist())
+    return {paths[int(i)].path: matrix[n] for n, i in enumerate(ids)}
+
+
+def test_first_run_embeds_everything_with_labels(tiny_session: Session, gallery: Path) -> None:
+    report = _index(tiny_session, gallery)
+    assert (report.found, report.embedded, report.unchanged, report.failed) == (12, 12, 0, [])
+    rows = tiny_session.store.images_under(str(gallery))
+    assert sorted({r.label for r in rows.values()}) == ["class0", "class1", "class2"]
+    assert all(r.width == 64 and r.height == 48 for r in rows.values())
+    assert all(len(r.sha256) == 64 for r in rows.values())
+
+
+def test_second_run_skips_unchanged_files(tiny_session: Session, gallery: Path) -> None:
+    _index(tiny_session, gallery)
+    before = _vectors(tiny_session)
+    report = _index(tiny_session, gallery)
+    assert (report.embedded, report.unchanged, report.moved, report.removed) == (0, 12, 0, 0)
+    after = _vectors(tiny_session)
+    assert before.keys() == after.keys()
+    assert all(np.array_equal(before[p], after[p]) for p in before)
+
+
+def test_changed_file_is_embedded_again(tiny_session: Session, gallery: Path) -> None:
+    _index(tiny_session, gallery)
+    target = gallery / "class0" / "img00.png"
+    old = _vectors(tiny_session)[str(target)]
+    make_image(target, seed=99)
+    report = _index(tiny_session, gallery)
+    assert (report.embedded, report.unchanged) == (1, 11)
+    assert not np.allclose(old, _vectors(tiny_session)[str(target)])
+
+
+def test_touched_file_is_not_embedded_again(tiny_session: Session, gallery: Path) -> None:
+    _index(tiny_session, gallery)
+    target = gallery / "class1" / "img01.png"
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    report = _index(tiny_session, gallery)
+    assert (report.embedded, report.moved, report.unchanged) == (0, 1, 11)
+    assert _index(tiny_session, gallery).unchanged == 12
+
+
+def test_renamed_file_keeps_its_id_and_vector(tiny_session: Session, gallery: Path) -> None:
+    _index(tiny_session, gallery)
+    src, dst = gallery / "class0" / "img03.png", gallery / "class2" / "renamed.png"
+    before = tiny_session.store.image_by_path(str(src))
+    assert before is not None
+    vector = _vectors(tiny_session)[str(src)]
+    shutil.move(src, dst)
+    report = _index(tiny_session, gallery)
+    assert (report.embedded, report.moved, report.removed) == (0, 1, 0)
+    after = tiny_session.store.image_by_path(str(dst))
+    assert after is not None and after.id == before.id and after.label == "class2"
+    assert tiny_session.store.image_by_path(str(src)) is None
+    assert np.array_equal(_vectors(tiny_session)[str(dst)], vector)
+
+
+def test_deleted_file_is_removed(tiny_session: Session, gallery: Path) -> None:
+    _index(tiny_session, gallery)
+    (gallery / "class2" / "img05.png").unlink()
+    report = _index(tiny_session, gallery)
+    assert (report.removed, report.unchanged) == (1, 11)
+    assert tiny_session.store.count_images() == 11
+    assert len(_vectors(tiny_session)) == 11
+
+
+def test_bad_files_are_skipped_listed_and_harmless(tiny_session: Session, gallery: Path) -> None:
+    _index(tiny_session, gallery)
+    before = _vectors(tiny_session)
+    bad = gallery / "bad"
+    bad.mkdir()
+    (bad / "empty.jpg").write_bytes(b"")
+    (bad / "text.png").write_text("hello")
+    good = make_image(bad / "good.jpg", seed=5, size=(300, 200))
+    (bad / "cut.jpg").write_bytes(good.read_bytes()[:400])
+    report = _index(tiny_session, gallery)
+    reasons = {Path(s.path).name: s.reason for s in report.failed}
+    assert set(reasons) == {"empty.jpg", "text.png", "cut.jpg"}
+    assert "empty" in reasons["empty.jpg"] and "not an image" in reasons["text.png"]
+    assert report.embedded == 1 and report.unchanged == 12
+    after = _vectors(tiny_session)
+    assert all(np.array_equal(before[p], after[p]) for p in before)
+    assert str(good) in after
+
+
+def test_second_feature_set_leaves_the_first_untouched(tiny_session: Session,
+                                                       gallery: Path) -> None:
+    first = tiny_session.feature_set()
+    second = tiny_session.feature_set(layer="block_act", pool="gem")
+    _index(tiny_session, gallery, first)
+    before = _vectors(tiny_session, first)
+    version = tiny_session.store.feature_set(first).version
+    report = _index(tiny_session, gallery, second)
+    assert report.embedded == 12
+    assert tiny_session.store.feature_set(first).version == version
+    after = _vectors(tiny_session, first)
+    assert all(np.array_equal(before[p], after[p]) for p in before)
+    assert len(_vectors(tiny_session, second)[next(iter(before))]) == 16
+
+
+def test_moved_file_without_this_feature_set_is_embedded_and_repointed(
+        tiny_session: Session, gallery: Path) -> None:
+    first = tiny_session.feature_set()
+    second = tiny_session.feature_set(pool="max")
+    _index(tiny_session, gallery, first)
+    src, dst = gallery / "class0" / "img00.png", gallery / "class0" / "moved.png"
+    image_id = tiny_session.store.image_by_path(str(src)).id  # type: ignore[union-attr]
+    shutil.move(src, dst)
+    report = _index(tiny_session, gallery, second)
+    assert report.embedded == 12 and report.moved == 1
+    assert tiny_session.store.image_by_path(str(dst)).id == image_id  # type: ignore[union-attr]
+    # The first feature set's vector follows the image to its new path.
+    assert str(dst) in _vectors(tiny_session, first)
+
+
+def test_single_file_can_be_indexed(tiny_session: Session, gallery: Path) -> None:
+    report = _index(tiny_session, gallery / "class1" / "img04.png")
+    assert (report.found, report.embedded) == (1, 1)

@@ -1,0 +1,116 @@
+"""SearchService with the tiny network: queries by file, by indexed image, and staleness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semsearch.errors import NotIndexedError, QueryError
+from semsearch.features import index_folder
+from semsearch.index.exact import METRICS, Metric
+from semsearch.search import ImageQuery, KnownImageQuery
+from semsearch.session import Session
+from tests.conftest import make_image
+
+
+@pytest.fixture
+def indexed(tiny_session: Session, gallery: Path) -> Session:
+    index_folder(tiny_session.store, tiny_session.extractor(tiny_session.feature_set()),
+                 gallery, batch_size=4)
+    return tiny_session
+
+
+def _record(session: Session):  # type: ignore[no-untyped-def]
+    return session.indexed_feature_set(None)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_indexed_query_is_excluded_and_ranked(indexed: Session, gallery: Path,
+                                             metric: str) -> None:
+    service = indexed.search_service()
+    query = service.resolve(str(gallery / "class0" / "img00.png"))
+    assert isinstance(query, KnownImageQuery)
+    result = service.search(query, feature_set=_record(indexed), metric=Metric(metric), k=5)
+    assert len(result.hits) == 5
+    assert query.image_id not in [h.image_id for h in result.hits]
+    assert [h.rank for h in result.hits] == [1, 2, 3, 4, 5]
+    distances = [h.distance for h in result.hits]
+    assert distances == sorted(distances)
+    assert all(0.0 <= h.score <= 1.0 for h in result.hits)
+    assert [h.score for h in result.hits] == sorted((h.score for h in result.hits), reverse=True)
+
+
+def test_file_query_embeds_like_the_gallery(indexed: Session, gallery: Path,
+                                            tmp_path: Path) -> None:
+    service = indexed.search_service()
+    copy = tmp_path / "copy.png"
+    copy.write_bytes((gallery / "class1" / "img07.png").read_bytes())
+    query = service.resolve(str(copy))
+    assert isinstance(query, ImageQuery)
+    result = service.search(query, feature_set=_record(indexed), metric=Metric(), k=3)
+    top = result.hits[0]
+    assert top.path == str(gallery / "class1" / "img07.png")
+    assert top.distance < 1e-5 and top.score > 0.99
+    by_bytes = service.search(ImageQuery(data=copy.read_bytes()), feature_set=_record(indexed),
+                              metric=Metric(), k=3)
+    assert [h.image_id for h in by_bytes.hits] == [h.image_id for h in result.hits]
+
+
+def test_query_by_id(indexed: Session, gallery: Path) -> None:
+    service = indexed.search_service()
+    assert service.resolve("id:3") == KnownImageQuery(3)
+    assert service.resolve("3") == KnownImageQuery(3)
+    with pytest.raises(NotIndexedError):
+        service.resolve("id:999")
+    with pytest.raises(QueryError):
+        service.resolve("no-such-file.jpg")
+    with pytest.raises(QueryError):
+        service.resolve(str(gallery))
+
+
+def test_index_is_rebuilt_when_the_store_changes(indexed: Session, gallery: Path) -> None:
+    service = indexed.search_service()
+    record = _record(indexed)
+    assert len(service.index_for(record, Metric()).index) == 12
+    make_image(gallery / "class0" / "extra.png", seed=50)
+    index_folder(indexed.store, indexed.extractor(record.feature_set), gallery)
+    assert len(service.index_for(record, Metric()).index) == 13
+    statuses = indexed.catalog.status(_record(indexed))
+    assert [(s.metric, s.count, s.fresh) for s in statuses] == [("cosine", 13, True)]
+    indexed.store.remove_under(str(gallery / "class0"))
+    assert not indexed.catalog.status(_record(indexed))[0].fresh
+    assert len(service.index_for(_record(indexed), Metric()).index) == 8
+
+
+def test_damaged_index_file_is_rebuilt(indexed: Session) -> None:
+    record = _record(indexed)
+    loaded = indexed.catalog.get(record, Metric())
+    (indexed.catalog.folder / loaded.manifest["file"]).write_bytes(b"garbage")
+    again = indexed.catalog.get(record, Metric())
+    assert len(again.index) == 12
+
+
+def test_bad_query_image_is_a_clear_error(indexed: Session, tmp_path: Path) -> None:
+    from semsearch.errors import BadImageError
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    service = indexed.search_service()
+    with pytest.raises(BadImageError):
+        service.search(service.resolve(str(bad)), feature_set=_record(indexed), metric=Metric())
+
+
+def test_empty_catalogue_says_what_to_do(tiny_session: Session) -> None:
+    with pytest.raises(NotIndexedError, match="semsearch index"):
+        tiny_session.indexed_feature_set(None)
+
+
+def test_vectors_are_pooled_maps(indexed: Session, gallery: Path) -> None:
+    extractor = indexed.extractor(indexed.feature_set())
+    pixels, size = extractor.decode(str(gallery / "class0" / "img00.png"))
+    assert pixels.shape == (32, 32, 3) and size == (64, 48)
+    maps = extractor.backbone.run(pixels[None])["head_act"]
+    np.testing.assert_allclose(extractor.embed(pixels[None])[0], maps[0].mean(axis=(1, 2)),
+                               rtol=1e-5)

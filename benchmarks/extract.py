@@ -115,8 +115,8 @@ def main() -> int:
             subset = [str(p) for p in photos[: max(args.decode, BATCH)]]
             extractor.decode(subset[0])  # warm up PIL
             t0 = time.perf_counter()
-            for path in subset:
-                decoded.append(extractor.decode(path)[0])
+            for name in subset:
+                decoded.append(extractor.decode(name)[0])
             decode_s = (time.perf_counter() - t0) / len(subset)
             print(f"decode (1 thread):   {decode_s * 1e3:7.1f} ms/image over {len(subset)}")
 

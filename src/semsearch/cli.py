@@ -156,8 +156,8 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
     explicit = any(getattr(args, name) is not None for name in ("model", "layer", "pool"))
     with _session(config) as session:
         service = session.search_service()
-        record = session.indexed_feature_set(session.feature_set() if explicit else None)
         query = service.resolve(args.query)
+        record = session.indexed_feature_set(session.feature_set() if explicit else None)
         result = service.search(query, feature_set=record, metric=session.metric(),
                                 k=config.k)
     if args.json:

@@ -305,6 +305,8 @@ class Store:
         """Stores a batch of new vectors and moved images in one transaction."""
         now = time.time()
         touched_sets = {fs_id}
+        dim = int(self._conn.execute(
+            "SELECT dim FROM feature_sets WHERE id = ?", (fs_id,)).fetchone()[0])
         with self._transaction() as conn:
             if moves or any(item.replaces is not None for item in new):
                 # A move may displace a row at its destination, with that row's vectors.
@@ -342,10 +344,14 @@ class Store:
                     image_id = conn.execute(
                         "SELECT id FROM images WHERE path = ?", (item.path,)
                     ).fetchone()[0]
+                vector = np.ascontiguousarray(item.vector, np.float32)
+                if vector.shape != (dim,) or not np.isfinite(vector).all():
+                    raise ValueError(f"{item.path}: vector of shape {vector.shape} with "
+                                     f"non-finite values or not of length {dim}")
                 conn.execute(
                     "INSERT OR REPLACE INTO vectors(feature_set_id, image_id, vector)"
                     " VALUES (?, ?, ?)",
-                    (fs_id, image_id, np.ascontiguousarray(item.vector, np.float32).tobytes()),
+                    (fs_id, image_id, vector.tobytes()),
                 )
             self._bump(conn, touched_sets)
 

@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tests.conftest import dataset
 
 from semsearch.cli import main
-from tests.conftest import dataset
 
 
 @pytest.fixture(autouse=True)

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tests.conftest import make_image
 
 from semsearch.errors import BadImageError
 from semsearch.images import find_images, is_supported, open_image
-from tests.conftest import make_image
 
 CAP = 50_000_000
 

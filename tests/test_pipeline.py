@@ -8,11 +8,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from tests.conftest import make_image
 
 from semsearch.features import IndexReport, index_folder
 from semsearch.featureset import FeatureSet
 from semsearch.session import Session
-from tests.conftest import make_image
 
 
 def _index(session: Session, root: Path, fs: FeatureSet | None = None) -> IndexReport:

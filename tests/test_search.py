@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.conftest import make_image
 
 from semsearch.errors import NotIndexedError, QueryError
 from semsearch.features import index_folder
 from semsearch.index.exact import METRICS, Metric
 from semsearch.search import ImageQuery, KnownImageQuery
 from semsearch.session import Session
-from tests.conftest import make_image
 
 
 @pytest.fixture

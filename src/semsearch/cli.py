@@ -17,6 +17,7 @@ from typing import Any
 from semsearch import __version__
 from semsearch.config import Config, default_config_file, resolve, settings
 from semsearch.errors import NotIndexedError, SemsearchError
+from semsearch.session import Session
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -86,8 +87,7 @@ def _config(args: argparse.Namespace) -> Config:
     return resolve(vars(args), config_file=config_file)
 
 
-def _session(config: Config):  # type: ignore[no-untyped-def]
-    from semsearch.session import Session
+def _session(config: Config) -> Session:
 
     return Session(config)
 
@@ -176,7 +176,7 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
 def cmd_info(args: argparse.Namespace, config: Config) -> int:
     with _session(config) as session:
         store = session.store
-        sets = []
+        sets: list[dict[str, Any]] = []
         for record in store.feature_sets():
             sets.append({
                 "feature_set": record.name,

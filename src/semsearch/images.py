@@ -9,7 +9,6 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -149,11 +148,12 @@ def open_image(
         im.load()
     except Exception as exc:  # noqa: BLE001
         raise BadImageError(label, f"truncated or corrupt: {exc}") from None
+    upright: Image.Image = im
     try:
-        im = ImageOps.exif_transpose(im) or im
+        upright = ImageOps.exif_transpose(im) or im
     except Exception as exc:  # noqa: BLE001 - a broken EXIF block should not lose the picture
         log.warning("%s: ignoring unreadable EXIF orientation: %s", label, exc)
     try:
-        return _to_rgb(im)
+        return _to_rgb(upright)
     except Exception as exc:  # noqa: BLE001
-        raise BadImageError(label, f"cannot convert mode {im.mode} to RGB: {exc}") from None
+        raise BadImageError(label, f"cannot convert mode {upright.mode} to RGB: {exc}") from None

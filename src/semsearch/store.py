@@ -201,7 +201,9 @@ class Store:
             )
         return record
 
-    def _feature_set_rows(self, where: str = "", args: Sequence[object] = ()) -> list[FeatureSetRecord]:
+    def _feature_set_rows(
+        self, where: str = "", args: Sequence[object] = ()
+    ) -> list[FeatureSetRecord]:
         rows = self._conn.execute(
             "SELECT f.id, f.model, f.layer, f.pooling, f.preprocessing, f.dim, f.version,"
             " (SELECT COUNT(*) FROM vectors v WHERE v.feature_set_id = f.id)"

@@ -11,6 +11,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -54,18 +55,19 @@ def _l2_normalize(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 class ExactIndex:
     """Brute-force k-nearest-neighbour search keyed by image id."""
 
-    def __init__(self, metric: Metric, faiss_index: object) -> None:
+    def __init__(self, metric: Metric, faiss_index: Any) -> None:
         import faiss
 
         self.metric = metric
         self._index = faiss_index
-        idmap = faiss.downcast_index(faiss_index)
-        self._flat = faiss.downcast_index(idmap.index)
+        idmap: Any = faiss.downcast_index(faiss_index)
+        flat: Any = faiss.downcast_index(idmap.index)
+        self._flat = flat
         self.ids: npt.NDArray[np.int64] = faiss.vector_to_array(idmap.id_map).astype(np.int64)
-        n, d = int(self._flat.ntotal), int(self._flat.d)
+        n, d = int(flat.ntotal), int(flat.d)
         self.dim = d
         # A view on FAISS's own storage; it lives as long as self._index.
-        self._xb = (faiss.rev_swig_ptr(self._flat.get_xb(), n * d).reshape(n, d)
+        self._xb = (faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
                     if n else np.zeros((0, d), np.float32))
         self._sq_norms = (np.einsum("ij,ij->i", self._xb, self._xb)
                           if metric.name in ("euclidean", "sqeuclidean") else None)
@@ -84,6 +86,7 @@ class ExactIndex:
         d = x.shape[1]
         if metric.name == "cosine":
             x = _l2_normalize(x)
+        flat: Any
         if metric.name in ("cosine", "ip"):
             flat = faiss.IndexFlatIP(d)
         elif metric.name in ("euclidean", "sqeuclidean"):
@@ -130,7 +133,7 @@ class ExactIndex:
             raw, rows = self._search_blas(q, k_eff)
             found = self.ids[rows]
         else:
-            raw, found = self._index.search(q, k_eff)  # type: ignore[attr-defined]
+            raw, found = self._index.search(q, k_eff)
         dist[:, :k_eff] = self._to_distance(raw)
         ids[:, :k_eff] = found
         return dist, ids
@@ -215,7 +218,7 @@ class Calibration:
     log_form: bool
 
     def scores(self, distances: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-        d = np.asarray(distances, dtype=np.float64)
+        d: npt.NDArray[np.float64] = np.asarray(distances, dtype=np.float64)
         if self.log_form:
             gamma = math.log(19.0) / math.log(self.center / self.low)
             ratio = np.maximum(d, 0.0) / self.center
@@ -232,7 +235,7 @@ def calibration(index: ExactIndex, vectors: npt.NDArray[np.float32], sample: int
     of its vectors."""
     log_form = index.metric.name != "ip"
     n = len(vectors)
-    pairs = np.zeros(0)
+    pairs: npt.NDArray[Any] = np.zeros(0)
     if n >= 3:
         rng = np.random.default_rng(seed)
         pick = rng.choice(n, size=min(n, sample), replace=False)

@@ -10,7 +10,7 @@ from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 
 
-class LiteNet(EfficientNet):  # type: ignore[misc]
+class LiteNet(EfficientNet):
     """EfficientNet-Lite whose stem and head ReLU6 are distinct modules (`_stem_act`,
     `_head_act`); the upstream model reuses one `_swish` module for both, which makes
     neither addressable. Weights and arithmetic are unchanged."""

@@ -3,7 +3,7 @@ raw uint8 images and returns any set of layer outputs from one forward pass."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +50,7 @@ def layer_table(net: nn.Module, input_size: int, classifier: str | None = None) 
     modules = dict(net.named_modules())
     handles = []
 
-    def hook(name: str):  # type: ignore[no-untyped-def]
+    def hook(name: str) -> Callable[[nn.Module, object, object], None]:
         def record(_module: nn.Module, _inputs: object, output: object) -> None:
             calls[name] = calls.get(name, 0) + 1
             if name not in outputs:
@@ -127,7 +127,7 @@ class Taps(nn.Module):
                 raise UnknownLayerError(f"network has no module {name!r}")
             modules[name].register_forward_hook(self._capture(name))
 
-    def _capture(self, name: str):  # type: ignore[no-untyped-def]
+    def _capture(self, name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
         def record(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
             self._captured[name] = output
 

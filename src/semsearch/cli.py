@@ -36,46 +36,61 @@ def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str]) -> None
                             help=setting.help + default)
 
 
+def _add_common(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("--config", metavar="FILE", default=default,
+                        help="TOML file of settings")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="log progress details")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="no progress bars")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="semsearch", description="Semantic image search with convolutional networks."
     )
     parser.add_argument("--version", action="version", version=f"semsearch {__version__}")
-    parser.add_argument("--config", metavar="FILE", help="TOML file of settings")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_common(parser, argparse.SUPPRESS)
+    parser.set_defaults(config=None, verbose=False, quiet=False)
+    # The same options after the command name (`semsearch index -q DIR`).
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_parser = sub.add_parser
 
-    p = sub.add_parser("index", help="index a folder of images (incremental)")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return add_parser(name, help=help, parents=[common])
+
+    p = command("index", help="index a folder of images (incremental)")
     p.add_argument("path", help="folder or image file")
     _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", "batch_size", "workers",
                       *_RUN_FLAGS))
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=cmd_index)
 
-    p = sub.add_parser("search", help="find the images nearest to a query image")
+    p = command("search", help="find the images nearest to a query image")
     p.add_argument("query", help="an image file (indexed or not) or an indexed id (N or id:N)")
     p.add_argument("-k", dest="k", default=None, metavar="K", help="number of results")
     _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", *_RUN_FLAGS))
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.set_defaults(run=cmd_search)
 
-    p = sub.add_parser("info", help="what is indexed, per feature set")
+    p = command("info", help="what is indexed, per feature set")
     _add_settings(p, ("db",))
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_info)
 
-    p = sub.add_parser("remove", help="remove an image, or every image under a folder")
+    p = command("remove", help="remove an image, or every image under a folder")
     p.add_argument("path")
     _add_settings(p, ("db",))
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_remove)
 
-    p = sub.add_parser("models", help="list the available models, smallest first")
+    p = command("models", help="list the available models, smallest first")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_models)
 
-    p = sub.add_parser("layers", help="list a model's layers")
+    p = command("layers", help="list a model's layers")
     p.add_argument("model")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_layers)
@@ -268,10 +283,8 @@ def cmd_layers(args: argparse.Namespace, config: Config) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.ERROR,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("semsearch").setLevel(logging.INFO if args.verbose else logging.ERROR)
     # semsearch applies its own pixel cap (max_pixels) and says so per file.
     from PIL import Image
 

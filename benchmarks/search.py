@@ -7,7 +7,7 @@ non-negative (ReLU6 output averaged over the map) and clustered by what the pict
 100 centroids with Gamma(1, 0.4) coordinates, each vector a centroid plus Gaussian noise
 (sigma 0.3), clipped to [0, 6]. Queries are gallery vectors plus small noise (sigma 0.05).
 
-Run:  python benchmarks/search.py            (10k and 100k; about a minute or two, 2 GB RAM)
+Run:  python benchmarks/search.py            (10k and 100k; about 30 s on 2 cores, 2 GB RAM)
       python benchmarks/search.py --quick    (2k and 20k)
 The last line is `p50_ms_10k=.. p50_ms_100k=..` for cosine (in --quick, for 2k and 20k).
 """

@@ -155,3 +155,26 @@ def test_find_images_is_case_insensitive_and_skips_hidden(tmp_path: Path) -> Non
     assert found == ["a.JPG", "b.Jpeg", "c.png", "d.WebP", "e.bmp", "f.GIF", "g.tif", "h.TIFF",
                      "sub/i.jpg"]
     assert is_supported("X.TiF") and not is_supported("x.svg")
+
+
+@pytest.mark.parametrize("size", [(60000, 1), (1, 40000), (5000, 3), (224, 224), (300, 200)])
+def test_preprocess_handles_any_aspect_ratio(tmp_path: Path, size: tuple[int, int]) -> None:
+    from semsearch.models.preprocess import Preprocess
+
+    path = tmp_path / "odd.png"
+    Image.new("RGB", size, (10, 200, 30)).save(path)
+    out = Preprocess(224)(_open(str(path)))
+    assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+    assert abs(int(out[112, 112, 1]) - 200) <= 2
+
+
+def test_preprocess_crops_the_centre() -> None:
+    from semsearch.models.preprocess import Preprocess
+
+    # A 400x200 image: left and right quarters red, the centre half blue.
+    arr = np.zeros((200, 400, 3), np.uint8)
+    arr[:, :100, 0] = arr[:, 300:, 0] = 255
+    arr[:, 100:300, 2] = 255
+    out = Preprocess(32, crop_fraction=0.875)(Image.fromarray(arr))
+    # The crop is the centred 175x175 square, inside the blue half.
+    assert out[:, :, 2].min() > 240 and out[:, :, 0].max() < 15

@@ -26,14 +26,15 @@ class Preprocess:
         return int(round(self.size / self.crop_fraction))
 
     def __call__(self, im: Image.Image) -> npt.NDArray[np.uint8]:
+        # Resizing the short side to resize_short and cropping the centre size x size is the
+        # same as resampling, from the original, the centred square whose side is
+        # crop_fraction of the short side. Doing it in one step never builds the resized
+        # whole image, which for a 60000x1 panorama would be gigapixels.
         width, height = im.size
-        scale = self.resize_short / min(width, height)
-        new_w = max(self.size, int(round(width * scale)))
-        new_h = max(self.size, int(round(height * scale)))
+        side = min(width, height) * self.crop_fraction
+        left, top = (width - side) / 2, (height - side) / 2
         # reducing_gap lets PIL box-reduce large images first; the result is within JPEG
         # noise of a plain bicubic resize and several times faster.
-        resized = im.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=3.0)
-        left = (new_w - self.size) // 2
-        top = (new_h - self.size) // 2
-        cropped = resized.crop((left, top, left + self.size, top + self.size))
-        return np.asarray(cropped, dtype=np.uint8)
+        out = im.resize((self.size, self.size), Image.Resampling.BICUBIC,
+                        box=(left, top, left + side, top + side), reducing_gap=3.0)
+        return np.asarray(out, dtype=np.uint8)

@@ -142,3 +142,15 @@ def test_moved_file_without_this_feature_set_is_embedded_and_repointed(
 def test_single_file_can_be_indexed(tiny_session: Session, gallery: Path) -> None:
     report = _index(tiny_session, gallery / "class1" / "img04.png")
     assert (report.found, report.embedded) == (1, 1)
+
+
+def test_non_utf8_file_name_is_skipped_with_a_printable_reason(tiny_session: Session,
+                                                               gallery: Path) -> None:
+    raw = os.path.join(os.fsencode(gallery / "class0"), b"bad\xff.png")
+    with open(raw, "wb") as fh:
+        fh.write((gallery / "class0" / "img00.png").read_bytes())
+    report = _index(tiny_session, gallery)
+    assert report.embedded == 12
+    [skipped] = report.failed
+    assert skipped.path.endswith("bad\\xff.png") and "UTF-8" in skipped.reason
+    skipped.path.encode("utf-8")  # safe to print and to put in JSON

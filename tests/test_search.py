@@ -114,3 +114,16 @@ def test_vectors_are_pooled_maps(indexed: Session, gallery: Path) -> None:
     maps = extractor.backbone.run(pixels[None])["head_act"]
     np.testing.assert_allclose(extractor.embed(pixels[None])[0], maps[0].mean(axis=(1, 2)),
                                rtol=1e-5)
+
+
+def test_query_file_with_a_non_utf8_name(indexed: Session, gallery: Path, tmp_path: Path) -> None:
+    import os
+
+    raw = os.path.join(os.fsencode(tmp_path), b"q\xff.png")
+    with open(raw, "wb") as fh:
+        fh.write((gallery / "class2" / "img02.png").read_bytes())
+    service = indexed.search_service()
+    query = service.resolve(os.fsdecode(raw))
+    result = service.search(query, feature_set=_record(indexed), metric=Metric(), k=1)
+    assert result.query.endswith("q\\xff.png")
+    assert result.hits[0].path == str(gallery / "class2" / "img02.png")

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from semsearch.errors import BadImageError
 from semsearch.featureset import FeatureSet
-from semsearch.images import ImageFile, find_images, open_image, read_bytes
+from semsearch.images import ImageFile, check_name, find_images, open_image, read_bytes
 from semsearch.models.registry import ModelSpec
 from semsearch.models.runtime import Backbone
 from semsearch.pooling import pool, pooled_dim
@@ -138,6 +138,7 @@ class _Plan:
 def _prepare(
     extractor: FeatureExtractor, plan: _Plan, f: ImageFile, rec: ImageRecord | None
 ) -> _Decoded | Move:
+    check_name(f.path)
     data = read_bytes(f.path)
     sha = hashlib.sha256(data).hexdigest()
     size = len(data)
@@ -221,8 +222,8 @@ def index_folder(
             try:
                 result = future.result()
             except BadImageError as exc:
-                report.failed.append(Skipped(f.path, exc.reason))
-                log.warning("skipping %s: %s", f.path, exc.reason)
+                report.failed.append(Skipped(exc.path, exc.reason))
+                log.warning("skipping %s: %s", exc.path, exc.reason)
             else:
                 if isinstance(result, Move):
                     moves.append(result)

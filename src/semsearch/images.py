@@ -70,6 +70,20 @@ def find_images(root: str | os.PathLike[str]) -> Iterator[ImageFile]:
                 yield found
 
 
+def printable(path: str) -> str:
+    """Gives the path with undecodable bytes of its name shown as \\xNN escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def check_name(path: str) -> None:
+    """Raises BadImageError if the file name cannot be stored (it is not valid UTF-8)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadImageError(printable(path),
+                            "file name is not valid UTF-8; rename the file to use it") from None
+
+
 def read_bytes(path: str) -> bytes:
     """Gives a file's bytes or raises BadImageError (missing, unreadable, empty)."""
     try:

@@ -13,6 +13,7 @@ import numpy as np
 
 from semsearch.errors import NotIndexedError, QueryError
 from semsearch.features import FeatureExtractor
+from semsearch.images import printable
 from semsearch.index.catalog import IndexCatalog, LoadedIndex
 from semsearch.index.exact import Metric
 from semsearch.store import FeatureSetRecord, Store
@@ -26,7 +27,7 @@ class ImageQuery:
     data: bytes | None = None
 
     def describe(self) -> str:
-        return self.path or f"<{len(self.data or b'')} bytes>"
+        return printable(self.path) if self.path else f"<{len(self.data or b'')} bytes>"
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,8 @@ class SearchService:
         if os.path.exists(text):
             if os.path.isdir(text):
                 raise QueryError(f"{text} is a folder; give one image file")
+            if printable(text) != text:
+                return ImageQuery(path=text)  # such a name cannot be in the catalogue
             record = self.store.image_by_path(os.path.abspath(text))
             return KnownImageQuery(record.id) if record else ImageQuery(path=text)
         number = text[3:] if text.startswith("id:") else text

@@ -127,3 +127,28 @@ def test_query_file_with_a_non_utf8_name(indexed: Session, gallery: Path, tmp_pa
     result = service.search(query, feature_set=_record(indexed), metric=Metric(), k=1)
     assert result.query.endswith("q\\xff.png")
     assert result.hits[0].path == str(gallery / "class2" / "img02.png")
+
+
+def test_index_of_another_catalogue_is_never_served(indexed: Session, gallery: Path,
+                                                    tmp_path: Path) -> None:
+    """A catalogue replaced by a new one at the same path must not reuse the old index,
+    even when feature set, version and count happen to match."""
+    from semsearch.store import Store
+
+    service = indexed.search_service()
+    old = service.index_for(_record(indexed), Metric())
+    db = indexed.store.path
+    indexed.store.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    other = tmp_path / "other"
+    for i in range(12):
+        make_image(other / "x" / f"{i}.png", seed=100 + i)
+    indexed.store = Store.open(db)
+    indexed.catalog = type(indexed.catalog)(indexed.store)
+    index_folder(indexed.store, indexed.extractor(indexed.feature_set()), other, batch_size=4)
+    record = _record(indexed)
+    assert (record.version, record.count) == (old.manifest["vectors_version"], 12)
+    assert not indexed.catalog.is_fresh(record, old.manifest)
+    fresh = indexed.catalog.get(record, Metric())
+    assert fresh.manifest["catalogue_id"] == indexed.store.catalogue_id

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semsearch.errors import NotIndexedError, StoreVersionError
+from semsearch.errors import NotIndexedError, StoreError, StoreVersionError
 from semsearch.featureset import FeatureSet
-from semsearch.store import SCHEMA_VERSION, NewImage, Store
+from semsearch.store import _MIGRATIONS, SCHEMA_VERSION, NewImage, Store
 
 FS = FeatureSet("tiny", "head_act", "avg")
 
@@ -35,8 +35,49 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 def test_not_a_database_is_refused(tmp_path: Path) -> None:
     (tmp_path / "s.db").write_bytes(b"not sqlite" * 100)
-    with pytest.raises(StoreVersionError, match="not a semsearch catalogue"):
+    with pytest.raises(StoreError, match="cannot use .* as a semsearch catalogue"):
         Store.open(tmp_path / "s.db")
+
+
+def test_another_programs_sqlite_file_is_left_alone(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "other.db")
+    conn.execute("CREATE TABLE images(x)")
+    conn.close()
+    with pytest.raises(StoreError, match="another program"):
+        Store.open(tmp_path / "other.db")
+    conn = sqlite3.connect(tmp_path / "other.db")
+    assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["images"]
+
+
+def test_missing_catalogue_is_not_created_when_only_reading(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no catalogue at"):
+        Store.open(tmp_path / "typo.db", create=False)
+    assert not (tmp_path / "typo.db").exists()
+    with pytest.raises(StoreError, match="is a folder"):
+        Store.open(tmp_path)
+
+
+def test_unwritable_locations_are_clear_errors(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="cannot create the folder"):
+        Store.open(blocker / "x.db")
+
+
+def test_migrates_forward_from_version_1(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "old.db")
+    for statement in _MIGRATIONS[0].split(";"):
+        conn.execute(statement)
+    conn.execute("INSERT INTO images(path, size, mtime_ns, sha256, width, height, label,"
+                 " indexed_at) VALUES ('/a.png', 1, 1, 'x', 1, 1, 'l', 0)")
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    with Store.open(tmp_path / "old.db") as store:
+        assert store.schema_version == SCHEMA_VERSION == 2
+        assert len(store.catalogue_id) == 32 and store.count_images() == 1
+    with Store.open(tmp_path / "other.db") as other:
+        assert other.catalogue_id != Store.open(tmp_path / "old.db").catalogue_id
 
 
 def test_reopening_keeps_data(tmp_path: Path) -> None:

@@ -37,7 +37,11 @@ class UnknownMetricError(SemsearchError):
     """No distance metric of that name."""
 
 
-class StoreVersionError(SemsearchError):
+class StoreError(SemsearchError):
+    """The catalogue cannot be opened, read or written."""
+
+
+class StoreVersionError(StoreError):
     """The catalogue's schema is newer than this version of semsearch understands."""
 
 

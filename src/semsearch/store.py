@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from semsearch.errors import NotIndexedError, StoreVersionError
+from semsearch.errors import NotIndexedError, StoreError, StoreVersionError
 from semsearch.featureset import FeatureSet
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,11 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY(feature_set_id, image_id)
     ) WITHOUT ROWID;
     CREATE INDEX vectors_image ON vectors(image_id);
+    """,
+    # 2: an identity for the catalogue, so index files can tell which catalogue built them.
+    """
+    CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO meta(key, value) VALUES ('catalogue_id', lower(hex(randomblob(16))));
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -129,20 +134,31 @@ class Store:
         self.path = path
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Store:
-        """Gives the store at path, created or migrated forward as needed."""
+    def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> Store:
+        """Gives the store at path, migrated forward as needed; created if `create`, else a
+        missing file is an error (so a mistyped path does not make an empty catalogue)."""
         db_path = Path(path).expanduser().absolute()
-        db_path.parent.mkdir(parents=True, exist_ok=True)
+        if db_path.is_dir():
+            raise StoreError(f"{db_path} is a folder; the catalogue is a file (--db FILE)")
+        if not db_path.exists():
+            if not create:
+                raise StoreError(f"no catalogue at {db_path}; run `semsearch index FOLDER` "
+                                 "first, or point --db at an existing one")
+            try:
+                db_path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the folder for {db_path}: "
+                                 f"{exc.strerror or exc}") from None
         try:
             conn = sqlite3.connect(db_path, timeout=30.0, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            store = cls(conn, db_path)
+            store._migrate()
         except sqlite3.DatabaseError as exc:
-            raise StoreVersionError(f"{db_path} is not a semsearch catalogue: {exc}") from None
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        store = cls(conn, db_path)
-        store._migrate()
+            raise StoreError(f"cannot use {db_path} as a semsearch catalogue: {exc}") from None
         return store
 
     def close(self) -> None:
@@ -156,13 +172,25 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"cannot write to {self.path}: {exc}") from None
         try:
             yield self._conn
+        except sqlite3.OperationalError as exc:
+            self._conn.execute("ROLLBACK")
+            raise StoreError(f"cannot write to {self.path}: {exc}") from None
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+
+    @property
+    def catalogue_id(self) -> str:
+        """Gives the random id this catalogue was given when created."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'catalogue_id'").fetchone()
+        return str(row[0])
 
     @property
     def schema_version(self) -> int:
@@ -170,6 +198,12 @@ class Store:
 
     def _migrate(self) -> None:
         current = self.schema_version
+        if current == 0:
+            tables = self._conn.execute(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+            if tables:
+                raise StoreError(f"{self.path} is an SQLite file of another program, not a "
+                                 "semsearch catalogue; choose another --db")
         if current > SCHEMA_VERSION:
             raise StoreVersionError(
                 f"{self.path} has schema version {current}, newer than this semsearch knows "

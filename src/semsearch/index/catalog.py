@@ -16,12 +16,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from semsearch.index.exact import Calibration, ExactIndex, Metric, calibration
 from semsearch.store import FeatureSetRecord, Store
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FORMAT = 2
+MANIFEST_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class IndexCatalog:
 
     def __init__(self, store: Store, folder: Path | None = None) -> None:
         self.store = store
-        self.folder = folder or store.path.with_name(store.path.stem + ".indexes")
+        self.folder = folder or store.path.with_name(store.path.name + ".indexes")
 
     def _stem(self, record: FeatureSetRecord, metric: Metric) -> str:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", record.name)
@@ -79,6 +81,8 @@ class IndexCatalog:
         return (
             manifest is not None
             and manifest.get("format") == MANIFEST_FORMAT
+            and manifest.get("catalogue_id") == self.store.catalogue_id
+            and isinstance(manifest.get("score_calibration"), dict)
             and manifest.get("feature_set") == record.name
             and manifest.get("preprocessing") == record.preprocessing
             and manifest.get("vectors_version") == record.version
@@ -93,7 +97,12 @@ class IndexCatalog:
         if manifest is not None and self.is_fresh(record, manifest):
             try:
                 index = ExactIndex.load(self.folder / manifest["file"], metric)
-                return LoadedIndex(index, manifest)
+                loaded = LoadedIndex(index, manifest)
+                loaded.calibration.scores(np.zeros(1, np.float32))
+                if len(index) == record.count and index.dim == record.dim:
+                    return loaded
+                log.warning("index %s does not match the catalogue; rebuilding",
+                            manifest["file"])
             except Exception as exc:  # noqa: BLE001 - a damaged file is rebuilt, not fatal
                 log.warning("index %s unreadable (%s); rebuilding", manifest["file"], exc)
         return self.build(record, metric)
@@ -109,6 +118,7 @@ class IndexCatalog:
         manifest = {
             "format": MANIFEST_FORMAT,
             "kind": "exact",
+            "catalogue_id": self.store.catalogue_id,
             "feature_set": record.name,
             "preprocessing": record.preprocessing,
             "metric": metric.name,
@@ -121,15 +131,20 @@ class IndexCatalog:
             "score_calibration": asdict(calib),
             "built_at": time.time(),
         }
-        self.folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.folder / file_name, index.save)
-        _atomic_write(
-            self.manifest_path(record, metric),
-            lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)),
-        )
-        for old in self.folder.glob(f"{stem}.v*.faiss"):
-            if old.name != file_name:
-                old.unlink(missing_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            _atomic_write(self.folder / file_name, index.save)
+            _atomic_write(
+                self.manifest_path(record, metric),
+                lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)),
+            )
+            for old in self.folder.glob(f"{stem}.v*.faiss"):
+                if old.name != file_name:
+                    old.unlink(missing_ok=True)
+        except OSError as exc:
+            # The index still serves this process; it is rebuilt next time.
+            log.warning("cannot save the index in %s (%s); it will be rebuilt on next use",
+                        self.folder, exc.strerror or exc)
         log.info("built %s index of %s (%d vectors) in %.2fs", metric, record.name, len(ids),
                  time.perf_counter() - started)
         return LoadedIndex(index, manifest)

@@ -154,3 +154,90 @@ def test_non_utf8_file_name_is_skipped_with_a_printable_reason(tiny_session: Ses
     [skipped] = report.failed
     assert skipped.path.endswith("bad\\xff.png") and "UTF-8" in skipped.reason
     skipped.path.encode("utf-8")  # safe to print and to put in JSON
+
+
+def test_unlistable_folder_keeps_what_is_stored(tiny_session: Session, gallery: Path) -> None:
+    from semsearch.features import _Plan
+    from semsearch.images import Scan, scan_images
+
+    _index(tiny_session, gallery)
+    full = scan_images(gallery)
+    hidden = str(gallery / "class1")
+    # What a scan gives when class1 cannot be listed.
+    scan = Scan([f for f in full.files if not f.path.startswith(hidden + os.sep)],
+                [(hidden, "cannot list folder: Permission denied")], [hidden])
+    record = tiny_session.store.feature_set(tiny_session.feature_set())
+    plan = _Plan(tiny_session.store, record.id, str(gallery), scan)
+    assert plan.missing_ids == set()
+
+
+def test_scan_reports_unlistable_folders() -> None:
+    import shutil
+    import tempfile
+
+    from semsearch.images import scan_images
+
+    top = Path(tempfile.mkdtemp(prefix="semsearch-scan-"))
+    try:
+        top.chmod(0o755)
+        make_image(top / "open" / "a.png", seed=1)
+        make_image(top / "shut" / "b.png", seed=2)
+        (top / "shut").chmod(0)
+        as_root = os.geteuid() == 0
+        try:
+            if as_root:
+                os.seteuid(65534)  # root lists any folder; look as user nobody
+            scan = scan_images(top)
+        finally:
+            if as_root:
+                os.seteuid(0)
+        assert [Path(f.path).name for f in scan.files] == ["a.png"]
+        assert scan.unreadable == [str(top / "shut")]
+        assert scan.problems == [(str(top / "shut"), "cannot list folder: Permission denied")]
+    finally:
+        (top / "shut").chmod(0o755)
+        shutil.rmtree(top)
+
+
+def test_fifo_and_broken_link_are_listed(tiny_session: Session, gallery: Path) -> None:
+    os.mkfifo(gallery / "class0" / "pipe.jpg")
+    (gallery / "class0" / "gone.png").symlink_to(gallery / "nowhere.png")
+    report = _index(tiny_session, gallery)
+    reasons = {Path(s.path).name: s.reason for s in report.failed}
+    assert reasons == {"pipe.jpg": "not a regular file", "gone.png": "broken symlink"}
+    assert report.embedded == 12
+
+
+def test_symlinks_do_not_duplicate_images(tiny_session: Session, gallery: Path,
+                                          tmp_path: Path) -> None:
+    link = tmp_path / "gallery-link"
+    link.symlink_to(gallery)
+    (gallery / "class0" / "alias.png").symlink_to(gallery / "class1" / "img01.png")
+    assert _index(tiny_session, link).embedded == 12
+    again = _index(tiny_session, gallery)
+    assert (again.embedded, again.unchanged) == (0, 12)
+    assert tiny_session.store.count_images() == 12
+
+
+def test_file_overwritten_with_garbage_loses_its_old_vector(tiny_session: Session,
+                                                            gallery: Path) -> None:
+    _index(tiny_session, gallery)
+    target = gallery / "class2" / "img08.png"
+    target.write_bytes(b"no longer an image")
+    report = _index(tiny_session, gallery)
+    assert [Path(s.path).name for s in report.failed] == ["img08.png"]
+    assert report.removed == 1
+    assert tiny_session.store.image_by_path(str(target)) is None
+
+
+def test_move_into_another_indexed_folder_is_recognised(tiny_session: Session,
+                                                        gallery: Path) -> None:
+    _index(tiny_session, gallery)
+    src, dst = gallery / "class0" / "img06.png", gallery / "class1" / "arrived.png"
+    image_id = tiny_session.store.image_by_path(str(src)).id  # type: ignore[union-attr]
+    shutil.move(src, dst)
+    report = _index(tiny_session, gallery / "class1")  # only the destination is re-indexed
+    assert report.embedded == 1
+    assert tiny_session.store.image_by_path(str(src)) is None
+    assert tiny_session.store.image_by_path(str(dst)).id == image_id  # type: ignore[union-attr]
+    assert tiny_session.store.count_images() == 12

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from semsearch.errors import BadImageError
 from semsearch.featureset import FeatureSet
-from semsearch.images import ImageFile, check_name, find_images, open_image, read_bytes
+from semsearch.images import ImageFile, Scan, check_name, open_image, read_bytes, scan_images
 from semsearch.models.registry import ModelSpec
 from semsearch.models.runtime import Backbone
 from semsearch.pooling import pool, pooled_dim
@@ -104,6 +104,16 @@ class IndexReport:
 
 
 @dataclass(frozen=True)
+class _Undecodable:
+    """A file that was read but cannot be decoded. If it used to hold other content, that
+    content's stored image (`stale_id`) is gone and must be removed."""
+
+    path: str
+    reason: str
+    stale_id: int | None
+
+
+@dataclass(frozen=True)
 class _Decoded:
     file: ImageFile
     sha256: str
@@ -116,11 +126,15 @@ class _Decoded:
 class _Plan:
     """What a run must do, and the content-hash lookups its decoding threads share."""
 
-    def __init__(self, store: Store, fs_id: int, root: str, files: list[ImageFile]) -> None:
+    def __init__(self, store: Store, fs_id: int, root: str, scan: Scan) -> None:
         stored = store.images_under(root)
         self.with_vectors = store.image_ids_with_vectors(fs_id)
-        seen = {f.path for f in files}
-        missing = [rec for path, rec in stored.items() if path not in seen]
+        files = scan.files
+        # Paths that could not be looked at are not known to be gone: keep what is stored.
+        seen = {f.path for f in files} | {path for path, _ in scan.problems}
+        blind = [folder.rstrip(os.sep) + os.sep for folder in scan.unreadable]
+        missing = [rec for path, rec in stored.items()
+                   if path not in seen and not any(path.startswith(b) for b in blind)]
         self.missing_ids = {rec.id for rec in missing}
         # Claimed with dict.pop, which is atomic, so one stored image moves to one new path.
         self.by_hash: dict[str, ImageRecord] = {rec.sha256: rec for rec in missing}
@@ -137,7 +151,7 @@ class _Plan:
 
 def _prepare(
     extractor: FeatureExtractor, plan: _Plan, f: ImageFile, rec: ImageRecord | None
-) -> _Decoded | Move:
+) -> _Decoded | Move | _Undecodable:
     check_name(f.path)
     data = read_bytes(f.path)
     sha = hashlib.sha256(data).hexdigest()
@@ -152,7 +166,11 @@ def _prepare(
             if moved_from.id in plan.with_vectors:
                 return Move(moved_from.id, f.path, size, f.mtime_ns, f.label)
             replaces = moved_from.id
-    pixels, (width, height) = extractor.decode(data, name=f.path)
+    try:
+        pixels, (width, height) = extractor.decode(data, name=f.path)
+    except BadImageError as exc:
+        stale = rec.id if rec is not None and rec.sha256 != sha else None
+        return _Undecodable(exc.path, exc.reason, stale)
     return _Decoded(ImageFile(f.path, size, f.mtime_ns), sha, pixels, width, height, replaces)
 
 
@@ -168,16 +186,21 @@ def index_folder(
     """Brings the store's vectors for root (a folder or one file) up to date with the disk and
     gives a report. Bad files are skipped and listed; they never stop the run."""
     started = time.perf_counter()
-    root_path = os.path.abspath(os.fspath(root))
+    root_path = os.path.realpath(os.fspath(root))
+    check_name(root_path)
     if not os.path.exists(root_path):
         raise BadImageError(root_path, "no such file or folder")
-    files = list(find_images(root_path))
+    scan = scan_images(root_path)
+    if not os.path.isdir(root_path) and not scan.files:
+        raise BadImageError(*scan.problems[0])
     record = store.ensure_feature_set(extractor.feature_set, extractor.preprocessing,
                                       extractor.dim)
-    plan = _Plan(store, record.id, root_path, files)
-    report = IndexReport(root_path, str(extractor.feature_set), found=len(files),
+    plan = _Plan(store, record.id, root_path, scan)
+    report = IndexReport(root_path, str(extractor.feature_set), found=len(scan.files),
                          unchanged=plan.unchanged)
+    report.failed.extend(Skipped(path, reason) for path, reason in scan.problems)
     consumed: set[int] = set()
+    stale: set[int] = set()
     decoded: list[_Decoded] = []
     moves: list[Move] = []
     done = 0
@@ -189,7 +212,8 @@ def index_folder(
             vectors = extractor.embed(np.stack([d.pixels for d in decoded]))
             new = [
                 NewImage(d.file.path, d.file.size, d.file.mtime_ns, d.sha256, d.width, d.height,
-                         d.file.label, vectors[i], d.replaces)
+                         d.file.label, vectors[i],
+                         d.replaces if d.replaces is not None else _moved_from_elsewhere(d))
                 for i, d in enumerate(decoded)
             ]
         store.write_batch(record.id, new, moves)
@@ -199,12 +223,23 @@ def index_folder(
         consumed.update(n.replaces for n in new if n.replaces is not None)
         decoded, moves = [], []
 
+    def _moved_from_elsewhere(item: _Decoded) -> int | None:
+        # A file moved in from outside root: the catalogue holds its content at a path
+        # that no longer exists. Taking over that row keeps its other feature sets.
+        if store.image_by_path(item.file.path) is not None:
+            return None
+        for candidate in store.images_with_sha(item.sha256):
+            if candidate.id not in consumed and not os.path.exists(candidate.path):
+                consumed.add(candidate.id)
+                return candidate.id
+        return None
+
     n_workers = workers or (os.cpu_count() or 1)
     total = len(plan.todo)
     if progress:
         progress(0, total)
     with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="decode") as pool_:
-        pending: deque[tuple[ImageFile, Future[_Decoded | Move]]] = deque()
+        pending: deque[tuple[ImageFile, Future[_Decoded | Move | _Undecodable]]] = deque()
         todo = iter(plan.todo)
         ahead = 2 * batch_size + n_workers
 
@@ -227,6 +262,10 @@ def index_folder(
             else:
                 if isinstance(result, Move):
                     moves.append(result)
+                elif isinstance(result, _Undecodable):
+                    report.failed.append(Skipped(result.path, result.reason))
+                    if result.stale_id is not None:
+                        stale.add(result.stale_id)
                 else:
                     decoded.append(result)
             done += 1
@@ -236,7 +275,7 @@ def index_folder(
                     progress(done, total)
         if decoded or moves:
             flush()
-    report.removed = store.remove_images(plan.missing_ids - consumed)
+    report.removed = store.remove_images((plan.missing_ids - consumed) | stale)
     if progress:
         progress(total, total)
     report.seconds = time.perf_counter() - started

@@ -7,8 +7,9 @@ import io
 import logging
 import math
 import os
+import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -40,34 +41,65 @@ def is_supported(path: str | os.PathLike[str]) -> bool:
     return os.path.splitext(os.fspath(path))[1].lower() in SUPPORTED_SUFFIXES
 
 
-def _stat(path: str) -> ImageFile | None:
+@dataclass
+class Scan:
+    """What a folder holds: usable image files, and paths that could not be used (with a
+    reason). `unreadable` are folders that could not be listed: what the catalogue holds
+    below them must not be taken for deleted."""
+
+    files: list[ImageFile] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _add_file(scan: Scan, path: str, root: str) -> None:
     try:
-        st = os.stat(path)
+        st = os.stat(path)  # follows a symlink to its target
     except OSError as exc:
-        log.warning("cannot stat %s: %s", path, exc)
-        return None
-    return ImageFile(path, st.st_size, st.st_mtime_ns)
+        reason = "broken symlink" if os.path.islink(path) else f"cannot stat: {exc.strerror}"
+        scan.problems.append((printable(path), reason))
+        return
+    if not stat.S_ISREG(st.st_mode):
+        scan.problems.append((printable(path), "not a regular file"))
+        return
+    if os.path.islink(path) and _inside(os.path.realpath(path), root):
+        return  # a link to a file that is indexed under its own path already
+    scan.files.append(ImageFile(path, st.st_size, st.st_mtime_ns))
+
+
+def scan_images(root: str | os.PathLike[str]) -> Scan:
+    """Gives the supported image files under root (or root itself if it is a file), sorted,
+    skipping hidden files and folders. root is resolved to its real path; folder symlinks are
+    not followed (so loops cannot occur), and file links into root are not indexed twice."""
+    root_path = os.path.realpath(os.fspath(root))
+    scan = Scan()
+    if not os.path.isdir(root_path):
+        if is_supported(root_path):
+            _add_file(scan, root_path, os.path.dirname(root_path))
+        else:
+            scan.problems.append((printable(root_path), "not a supported image file"))
+        return scan
+
+    def on_error(exc: OSError) -> None:
+        path = str(exc.filename)
+        scan.unreadable.append(path)
+        scan.problems.append((printable(path), f"cannot list folder: {exc.strerror}"))
+
+    for dirpath, dirnames, filenames in os.walk(root_path, onerror=on_error):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and is_supported(name):
+                _add_file(scan, os.path.join(dirpath, name), root_path)
+    return scan
 
 
 def find_images(root: str | os.PathLike[str]) -> Iterator[ImageFile]:
-    """Yields the supported image files under root (or root itself if it is a file), sorted,
-    skipping hidden files and folders. Folder symlinks are not followed, so loops cannot
-    occur."""
-    root_path = os.path.abspath(os.fspath(root))
-    if os.path.isfile(root_path):
-        if is_supported(root_path):
-            found = _stat(root_path)
-            if found:
-                yield found
-        return
-    for dirpath, dirnames, filenames in os.walk(root_path):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith(".") or not is_supported(name):
-                continue
-            found = _stat(os.path.join(dirpath, name))
-            if found and os.path.isfile(found.path):
-                yield found
+    """Yields the usable image files under root; see scan_images."""
+    yield from scan_images(root).files
 
 
 def printable(path: str) -> str:

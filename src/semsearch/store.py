@@ -285,6 +285,9 @@ class Store:
         )
         return {row.path: row for row in rows}
 
+    def images_with_sha(self, sha256: str) -> list[ImageRecord]:
+        return self._image_rows("WHERE sha256 = ? ORDER BY id", (sha256,))
+
     def image(self, image_id: int) -> ImageRecord:
         rows = self._image_rows("WHERE id = ?", (image_id,))
         if not rows:

@@ -64,9 +64,14 @@ def test_poolings() -> None:
     x = np.arange(2 * 3 * 2 * 2, dtype=np.float32).reshape(2, 3, 2, 2)
     np.testing.assert_allclose(pool(x, "avg"), x.mean(axis=(2, 3)))
     np.testing.assert_allclose(pool(x, "max"), x.max(axis=(2, 3)))
-    gem = pool(x, "gem", gem_p=3.0)
+    gem = pool(x, "gem")
     assert (pool(x, "avg") <= gem + 1e-5).all() and (gem <= pool(x, "max") + 1e-5).all()
-    np.testing.assert_allclose(pool(x, "gem", gem_p=1.0), pool(x, "avg"), rtol=1e-5)
+    expected = np.cbrt(np.power(np.maximum(x, 1e-6), 3).mean(axis=(2, 3)))
+    np.testing.assert_allclose(gem, expected, rtol=1e-5)
+    np.testing.assert_allclose(pool(x, "gem1"), pool(x, "avg"), rtol=1e-5)
+    assert (pool(x, "gem16") <= pool(x, "max") + 1e-4).all()
+    big = np.full((1, 2, 3, 3), 1e6, np.float32)  # 1e6 ** 16 overflows float32 and float64
+    np.testing.assert_allclose(pool(big, "gem16"), 1e6, rtol=1e-5)
     assert pool(x, "flat").shape == (2, 12)
     vec = np.ones((2, 10), np.float32)
     assert pool(vec, "gem").shape == (2, 10)
@@ -85,7 +90,15 @@ def test_feature_set_names_round_trip(text: str) -> None:
     assert str(FeatureSet.parse(text)) == text
 
 
-@pytest.mark.parametrize("text", ["lite0", "lite0@_head_act", "lite0@x/median", "@x/avg"])
+def test_gem_exponent_is_part_of_the_name() -> None:
+    assert str(FeatureSet.parse("lite0@x/gem3")) == "lite0@x/gem"
+    assert FeatureSet.parse("lite0@x/gem4") != FeatureSet.parse("lite0@x/gem")
+    assert str(FeatureSet.parse("lite0@x/gem2.5")) == "lite0@x/gem2.5"
+
+
+@pytest.mark.parametrize("text", ["lite0", "lite0@_head_act", "lite0@x/median", "@x/avg",
+                                  "lite0@x/gem0.5", "lite0@x/gem60", "lite0@x/geminf",
+                                  "lite0@x/gemnan", "lite0@x/gem-2"])
 def test_bad_feature_set_names(text: str) -> None:
     with pytest.raises(FeatureSetError):
         FeatureSet.parse(text)

@@ -23,7 +23,7 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-_FEATURE_FLAGS = ("model", "layer", "pool", "gem_p", "flat_max_dims")
+_FEATURE_FLAGS = ("model", "layer", "pool", "flat_max_dims")
 _RUN_FLAGS = ("runtime", "threads", "max_pixels", "cache_dir")
 
 

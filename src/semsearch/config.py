@@ -77,8 +77,9 @@ class Config:
         None, "layer to embed with, by module name; default: the model's feature layer",
         _optional_str,
     )
-    pool: str = _setting("avg", "pooling of a layer's map: avg, max, gem or flat", str)
-    gem_p: float = _setting(3.0, "exponent of generalized-mean (gem) pooling", _positive_float)
+    pool: str = _setting(
+        "avg", "pooling of a layer's map: avg, max, gem (p=3) or gemP such as gem4, or flat", str
+    )
     flat_max_dims: int = _setting(
         200_000, "largest vector `flat` pooling may produce", _positive_int
     )

@@ -42,14 +42,12 @@ class FeatureExtractor:
         feature_set: FeatureSet,
         backbone: Backbone,
         *,
-        gem_p: float = 3.0,
         flat_max_dims: int = 200_000,
         max_pixels: int = 120_000_000,
     ) -> None:
         self.spec = spec
         self.feature_set = feature_set
         self.backbone = backbone
-        self.gem_p = gem_p
         self.max_pixels = max_pixels
         shape = backbone.output_shape(feature_set.layer)
         self.dim = pooled_dim(shape, feature_set.pooling, flat_max_dims)
@@ -70,7 +68,7 @@ class FeatureExtractor:
     def embed(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Gives (N, dim) vectors for a (N, H, W, 3) uint8 batch."""
         maps = self.backbone.run(pixels)[self.feature_set.layer]
-        return pool(maps, self.feature_set.pooling, gem_p=self.gem_p)
+        return pool(maps, self.feature_set.pooling)
 
     def embed_image(self, source: str | bytes, name: str | None = None) -> npt.NDArray[np.float32]:
         """Gives the vector of one image file or encoded image bytes."""

@@ -19,7 +19,7 @@ class FeatureSet:
         for part, value in (("model", self.model), ("layer", self.layer)):
             if not value or any(ch in value for ch in "@/ \t\n"):
                 raise FeatureSetError(f"feature set {part} {value!r} is empty or has @, / or space")
-        check_pooling(self.pooling)
+        object.__setattr__(self, "pooling", check_pooling(self.pooling))
 
     def __str__(self) -> str:
         return f"{self.model}@{self.layer}/{self.pooling}"

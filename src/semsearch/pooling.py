@@ -1,4 +1,7 @@
-"""Pooling a layer's (N, C, H, W) map into one vector per image: avg, max, gem or flat."""
+"""Pooling a layer's (N, C, H, W) map into one vector per image: avg, max, gem or flat.
+
+Generalized-mean pooling carries its exponent in its name, so vectors pooled with different
+exponents are different feature sets: `gem` is p=3, `gem4` is p=4, `gem2.5` is p=2.5."""
 
 from __future__ import annotations
 
@@ -10,13 +13,40 @@ import numpy.typing as npt
 from semsearch.errors import FeatureSetError
 
 POOLINGS = ("avg", "max", "gem", "flat")
+GEM_DEFAULT_P = 3.0
+GEM_MAX_P = 16.0
 _GEM_EPS = 1e-6
 
 
+def gem_exponent(method: str) -> float | None:
+    """Gives the exponent of a gem pooling name (`gem` -> 3.0, `gem4` -> 4.0), None for the
+    other poolings, or raises FeatureSetError."""
+    if not method.startswith("gem"):
+        return None
+    digits = method[3:]
+    if not digits:
+        return GEM_DEFAULT_P
+    try:
+        p = float(digits)
+    except ValueError:
+        p = float("nan")
+    if not (1.0 <= p <= GEM_MAX_P) or not digits[0].isdigit():
+        raise FeatureSetError(
+            f"pooling {method!r}: gem takes an exponent from 1 to {GEM_MAX_P:g}, e.g. gem4"
+        )
+    return p
+
+
 def check_pooling(method: str) -> str:
-    """Gives the pooling name back, or raises FeatureSetError listing the valid ones."""
+    """Gives the canonical pooling name (`gem3` -> `gem`), or raises FeatureSetError."""
+    p = gem_exponent(method)
+    if p is not None:
+        return "gem" if p == GEM_DEFAULT_P else f"gem{p:g}"
     if method not in POOLINGS:
-        raise FeatureSetError(f"unknown pooling {method!r}; choose one of {', '.join(POOLINGS)}")
+        raise FeatureSetError(
+            f"unknown pooling {method!r}; choose one of {', '.join(POOLINGS)} (gem takes an "
+            "exponent: gem4)"
+        )
     return method
 
 
@@ -38,10 +68,9 @@ def pooled_dim(shape: tuple[int, ...], method: str, flat_max_dims: int) -> int:
     return dims
 
 
-def pool(
-    maps: npt.NDArray[np.float32], method: str, *, gem_p: float = 3.0
-) -> npt.NDArray[np.float32]:
+def pool(maps: npt.NDArray[np.float32], method: str) -> npt.NDArray[np.float32]:
     """Gives (N, D) float32 vectors pooled from (N, C, H, W) maps; (N, C) passes through."""
+    gem_p = gem_exponent(method)
     check_pooling(method)
     x = np.asarray(maps, dtype=np.float32)
     if x.ndim == 2:
@@ -53,11 +82,14 @@ def pool(
         out = x.mean(axis=(2, 3))
     elif method == "max":
         out = x.max(axis=(2, 3))
-    elif method == "gem":
+    elif gem_p is not None:
         # Generalized mean (Radenovic et al.): between avg (p=1) and max (p -> inf).
         # Negative activations (layers before a ReLU) are clamped, as GeM assumes >= 0.
-        clamped = np.maximum(x, _GEM_EPS)
-        out = np.power(np.power(clamped, gem_p).mean(axis=(2, 3)), 1.0 / gem_p)
+        # Scaling by the per-channel max first keeps x**p finite for any layer and p.
+        clamped = np.maximum(x.astype(np.float64), _GEM_EPS)
+        top = clamped.max(axis=(2, 3), keepdims=True)
+        mean = np.power(clamped / top, gem_p).mean(axis=(2, 3))
+        out = np.power(mean, 1.0 / gem_p) * top[:, :, 0, 0]
     else:
         out = x.reshape(n, -1)
     return np.ascontiguousarray(out, dtype=np.float32)

@@ -61,8 +61,8 @@ class Session:
             backbone = load_backbone(spec, [fs.layer], runtime=self.config.runtime,
                                      cache_dir=self.cache_dir, threads=self.config.threads)
             self._extractors[key] = FeatureExtractor(
-                spec, fs, backbone, gem_p=self.config.gem_p,
-                flat_max_dims=self.config.flat_max_dims, max_pixels=self.config.max_pixels,
+                spec, fs, backbone, flat_max_dims=self.config.flat_max_dims,
+                max_pixels=self.config.max_pixels,
             )
         return self._extractors[key]
 

@@ -152,3 +152,41 @@ def test_index_of_another_catalogue_is_never_served(indexed: Session, gallery: P
     assert not indexed.catalog.is_fresh(record, old.manifest)
     fresh = indexed.catalog.get(record, Metric())
     assert fresh.manifest["catalogue_id"] == indexed.store.catalogue_id
+
+
+def test_changed_indexed_file_is_embedded_again_as_a_query(indexed: Session,
+                                                           gallery: Path) -> None:
+    service = indexed.search_service()
+    target = gallery / "class0" / "img00.png"
+    old_id = indexed.store.image_by_path(str(target)).id  # type: ignore[union-attr]
+    target.write_bytes((gallery / "class1" / "img04.png").read_bytes())
+    query = service.resolve(str(target))
+    assert isinstance(query, ImageQuery) and query.exclude == old_id
+    result = service.search(query, feature_set=_record(indexed), metric=Metric(), k=3)
+    assert result.hits[0].path == str(gallery / "class1" / "img04.png")
+    assert old_id not in [h.image_id for h in result.hits]
+
+
+def test_deleted_files_are_not_returned(indexed: Session, gallery: Path) -> None:
+    service = indexed.search_service()
+    for i in (1, 4, 7, 10):
+        (gallery / "class1" / f"img{i:02d}.png").unlink()
+    result = service.search(KnownImageQuery(1), feature_set=_record(indexed), metric=Metric(),
+                            k=11)
+    assert len(result.hits) == 7  # 12 indexed, minus the query, minus 4 deleted
+    assert all(Path(h.path).exists() for h in result.hits)
+
+
+@pytest.mark.parametrize("text", ["id:99999999999999999999999", "\u00b2", "id:\u0663",
+                                  "id:-1", "id:"])
+def test_odd_ids_are_clear_errors(indexed: Session, text: str) -> None:
+    with pytest.raises((QueryError, NotIndexedError)):
+        indexed.search_service().resolve(text)
+
+
+def test_fifo_query_is_refused_without_blocking(indexed: Session, tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(QueryError, match="not a regular file"):
+        indexed.search_service().resolve(str(tmp_path / "pipe.jpg"))

@@ -16,15 +16,17 @@ from semsearch.features import FeatureExtractor
 from semsearch.images import printable
 from semsearch.index.catalog import IndexCatalog, LoadedIndex
 from semsearch.index.exact import Metric
-from semsearch.store import FeatureSetRecord, Store
+from semsearch.store import FeatureSetRecord, ImageRecord, Store
 
 
 @dataclass(frozen=True)
 class ImageQuery:
-    """An image to embed: a file path, or encoded bytes (uploads)."""
+    """An image to embed: a file path, or encoded bytes (uploads). `exclude` is the id of an
+    indexed image the query stands for (its file changed since), left out of the results."""
 
     path: str | None = None
     data: bytes | None = None
+    exclude: int | None = None
 
     def describe(self) -> str:
         return printable(self.path) if self.path else f"<{len(self.data or b'')} bytes>"
@@ -87,16 +89,29 @@ class SearchService:
             raise QueryError("empty query; give an image file or an indexed image id")
         if os.path.exists(text):
             if os.path.isdir(text):
-                raise QueryError(f"{text} is a folder; give one image file")
-            if printable(text) != text:
-                return ImageQuery(path=text)  # such a name cannot be in the catalogue
-            record = self.store.image_by_path(os.path.abspath(text))
-            return KnownImageQuery(record.id) if record else ImageQuery(path=text)
+                raise QueryError(f"{printable(text)} is a folder; give one image file")
+            if not os.path.isfile(text):
+                raise QueryError(f"{printable(text)} is not a regular file")
+            path = os.path.realpath(text)
+            if printable(path) != path:
+                return ImageQuery(path=path)  # such a name cannot be in the catalogue
+            record = self.store.image_by_path(path)
+            if record is None:
+                return ImageQuery(path=path)
+            st = os.stat(path)
+            if (st.st_size, st.st_mtime_ns) != (record.size, record.mtime_ns):
+                # Changed since it was indexed: its stored vector no longer describes it.
+                return ImageQuery(path=path, exclude=record.id)
+            return KnownImageQuery(record.id)
         number = text[3:] if text.startswith("id:") else text
-        if number.isdigit():
+        if number.isascii() and number.isdigit():
+            if len(number) > 18:
+                raise NotIndexedError(f"no image with id {number} in the catalogue")
             self.store.image(int(number))  # raises NotIndexedError if absent
             return KnownImageQuery(int(number))
-        raise QueryError(f"{text!r} is neither an existing image file nor an image id")
+        raise QueryError(
+            f"{printable(text)!r} is neither an existing image file nor an image id"
+        )
 
     def index_for(self, record: FeatureSetRecord, metric: Metric) -> LoadedIndex:
         """Gives the fresh index of the feature set for the metric."""
@@ -131,6 +146,7 @@ class SearchService:
                     )
                 vector = self._extractor_for(feature_set).embed_image(image.path)
         else:
+            exclude = query.exclude
             extractor = self._extractor_for(feature_set)
             source = query.path if query.path is not None else query.data
             if source is None:
@@ -138,16 +154,11 @@ class SearchService:
             vector = extractor.embed_image(source, name=query.describe())
         embedded = time.perf_counter()
         loaded = self.index_for(feature_set, metric)
-        extra = 1 if exclude is not None else 0
-        dist, ids = loaded.index.search(vector[None, :], k + extra)
-        keep = [(float(d), int(i)) for d, i in zip(dist[0], ids[0], strict=True)
-                if i >= 0 and i != exclude][:k]
+        keep, images = self._nearest(loaded, vector, k, exclude)
         score = loaded.calibration.scores(np.array([d for d, _ in keep]))
-        images = self.store.images(i for _, i in keep)
         hits = [
             Hit(rank, image_id, images[image_id].path, images[image_id].label, d, float(s))
             for rank, ((d, image_id), s) in enumerate(zip(keep, score, strict=True), start=1)
-            if image_id in images
         ]
         finished = time.perf_counter()
         return SearchResult(
@@ -158,3 +169,21 @@ class SearchService:
             embed_ms=(embedded - started) * 1000,
             search_ms=(finished - embedded) * 1000,
         )
+
+    def _nearest(
+        self, loaded: LoadedIndex, vector: np.ndarray, k: int, exclude: int | None
+    ) -> tuple[list[tuple[float, int]], dict[int, ImageRecord]]:
+        """Gives the k nearest (distance, id) pairs whose file still exists, and their
+        records. Files deleted since indexing are passed over, asking for more if needed."""
+        total = len(loaded.index)
+        want = min(total, k + 1 + 8)
+        while True:
+            dist, ids = loaded.index.search(vector[None, :], want)
+            pairs = [(float(d), int(i)) for d, i in zip(dist[0], ids[0], strict=True)
+                     if i >= 0 and i != exclude]
+            images = self.store.images(i for _, i in pairs)
+            keep = [(d, i) for d, i in pairs
+                    if i in images and os.path.exists(images[i].path)][:k]
+            if len(keep) == k or want >= total:
+                return keep, images
+            want = min(total, want * 4)

@@ -114,16 +114,16 @@ class ExactIndex:
         self, queries: npt.NDArray[np.float32], k: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """Gives (distances, ids) of the k nearest stored vectors for each query row, closest
-        first; rows are padded with inf and -1 when fewer than k vectors are stored."""
+        first; with fewer than k vectors stored, the rows are that much shorter."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if q.shape[1] != self.dim:
             raise ValueError(f"query has {q.shape[1]} dimensions, index has {self.dim}")
         if self.metric.name == "cosine":
             q = _l2_normalize(q)
         nq, n = len(q), len(self.ids)
-        k_eff = min(k, n)
-        dist = np.full((nq, k), np.inf, dtype=np.float32)
-        ids = np.full((nq, k), -1, dtype=np.int64)
+        k_eff = max(0, min(k, n))
+        dist = np.full((nq, k_eff), np.inf, dtype=np.float32)
+        ids = np.full((nq, k_eff), -1, dtype=np.int64)
         if k_eff == 0:
             return dist, ids
         if self.metric.name == "minkowski":
@@ -182,7 +182,7 @@ class ExactIndex:
         metric's distance."""
         name = self.metric.name
         if name == "cosine":
-            out = 1.0 - raw
+            out = np.maximum(1.0 - raw, 0.0)  # rounding can put 1 - cos just below 0
         elif name == "ip":
             out = -raw
         elif name == "euclidean":

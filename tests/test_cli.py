@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import dataset
 
 from semsearch.cli import main
+from semsearch.store import Store
 
 
 @pytest.fixture(autouse=True)
@@ -19,6 +20,7 @@ def _isolated(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("SEMSEARCH_CACHE_DIR", str(cache_dir))
     monkeypatch.setenv("SEMSEARCH_CONFIG", str(tmp_path / "none.toml"))
     (tmp_path / "none.toml").write_text("")
+    Store.open(tmp_path / "cli.db").close()  # an empty catalogue, as after a first install
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -39,6 +41,14 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
         (["search", "id:5"], "no image with id 5"),
         (["layers", "vgg16"], "unknown model 'vgg16'"),
         (["remove", "/nothing/here"], "nothing is indexed at /nothing/here"),
+        (["remove", ""], "PATH must not be empty"),
+        (["index", " "], "PATH must not be empty"),
+        (["info", "--db", ""], "--db"),
+        (["search", "x.jpg", "-k", "0"], "positive"),
+        (["search", "x.jpg", "--minkowski-p", "inf"], "finite"),
+        (["info", "--db", "/"], "is a folder"),
+        (["info", "--db", "/no/such/catalogue.db"], "no catalogue at /no/such/catalogue.db"),
+        (["index", ".", "--pool", "gem99"], "gem takes an exponent from 1 to 16"),
     ],
 )
 def test_mistakes_give_one_clear_line(capsys: pytest.CaptureFixture[str], argv: list[str],
@@ -115,3 +125,19 @@ def test_models_and_layers(capsys: pytest.CaptureFixture[str]) -> None:
     assert layers["_head_act"]["channels"] == 1280 and layers["_head_act"]["stride"] == 32
     assert layers["_blocks.15"]["channels"] == 320
     assert layers["probs"]["shape"] == [1000]
+
+
+def test_read_only_commands_do_not_create_a_catalogue(capsys: pytest.CaptureFixture[str],
+                                                      tmp_path: Path) -> None:
+    typo = tmp_path / "typo.db"
+    code, _, err = _run(capsys, "info", "--db", str(typo))
+    assert code == 1 and "no catalogue at" in err
+    assert not typo.exists() and not (tmp_path / "typo.db.indexes").exists()
+
+
+def test_system_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = _run(capsys, "index", str(tmp_path), "--cache-dir", str(blocker / "cache"),
+                        "--db", str(tmp_path / "new.db"))
+    assert code == 1 and err.startswith("semsearch: error: ") and "Traceback" not in err

@@ -102,3 +102,12 @@ def test_gem_exponent_is_part_of_the_name() -> None:
 def test_bad_feature_set_names(text: str) -> None:
     with pytest.raises(FeatureSetError):
         FeatureSet.parse(text)
+
+
+def test_damaged_cached_graph_is_exported_again(tmp_path: Path) -> None:
+    first = OnnxBackbone(TINY, ["block"], tmp_path)
+    data = first.path.read_bytes()
+    first.path.write_bytes(data[: len(data) // 3])
+    again = OnnxBackbone(TINY, ["block"], tmp_path)
+    images = np.zeros((1, 32, 32, 3), np.uint8)
+    np.testing.assert_allclose(again.run(images)["block"], first.run(images)["block"])

@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import os
+import sqlite3
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -16,7 +17,8 @@ from typing import Any
 
 from semsearch import __version__
 from semsearch.config import Config, default_config_file, resolve, settings
-from semsearch.errors import NotIndexedError, SemsearchError
+from semsearch.errors import ConfigError, NotIndexedError, SemsearchError
+from semsearch.images import check_name
 from semsearch.session import Session
 
 EXIT_ERROR = 1
@@ -70,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("search", help="find the images nearest to a query image")
     p.add_argument("query", help="an image file (indexed or not) or an indexed id (N or id:N)")
-    p.add_argument("-k", dest="k", default=None, metavar="K", help="number of results")
+    p.add_argument("-k", "--k", dest="k", default=None, metavar="K",
+                   help="number of results (default 10)")
     _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", *_RUN_FLAGS))
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.set_defaults(run=cmd_search)
@@ -102,9 +105,15 @@ def _config(args: argparse.Namespace) -> Config:
     return resolve(vars(args), config_file=config_file)
 
 
-def _session(config: Config) -> Session:
+def _session(config: Config, create: bool = False) -> Session:
+    return Session(config, create=create)
 
-    return Session(config)
+
+def _path_argument(text: str) -> str:
+    if not text.strip():
+        raise ConfigError("PATH must not be empty")
+    check_name(text)
+    return text
 
 
 def _print_json(value: Any) -> None:
@@ -138,13 +147,14 @@ class _Bar:
 def cmd_index(args: argparse.Namespace, config: Config) -> int:
     from semsearch.features import index_folder
 
-    with _session(config) as session:
+    root = _path_argument(args.path)
+    with _session(config, create=True) as session:
         fs = session.feature_set()
         metric = session.metric()
         extractor = session.extractor(fs)
         bar = _Bar(not args.quiet, "indexing")
         try:
-            report = index_folder(session.store, extractor, args.path,
+            report = index_folder(session.store, extractor, root,
                                   batch_size=config.batch_size, workers=config.workers,
                                   progress=bar)
         finally:
@@ -219,7 +229,7 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_remove(args: argparse.Namespace, config: Config) -> int:
-    path = os.path.abspath(args.path)
+    path = os.path.realpath(_path_argument(args.path))
     with _session(config) as session:
         removed = session.store.remove_under(path)
     if removed == 0:
@@ -289,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from PIL import Image
 
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    # Pillow warns about odd EXIF or metadata; a file's real problems are reported per file.
+    warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
     run: Callable[[argparse.Namespace, Config], int] = args.run
     try:
         return run(args, _config(args))
@@ -298,5 +310,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("semsearch: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except (OSError, sqlite3.Error) as exc:
+        # The machine said no (permissions, full disk, a locked database): say so plainly.
+        detail = getattr(exc, "strerror", None) or str(exc)
+        where = getattr(exc, "filename", None)
+        print(f"semsearch: error: {str(where) + ': ' if where else ''}{detail}",
+              file=sys.stderr)
+        return EXIT_ERROR
     except BrokenPipeError:
         return 0

@@ -4,6 +4,7 @@ config file resolve into a frozen Config; precedence is flag > environment > fil
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -22,30 +23,47 @@ ENV_PREFIX = "SEMSEARCH_"
 APP_NAME = "semsearch"
 
 
+def _whole(value: Any) -> int:
+    # TOML gives bools and floats; `true` or 2.9 is not a count of anything.
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError("must be a whole number")
+    return int(value)
+
+
 def _positive_int(value: Any) -> int:
-    number = int(value)
+    number = _whole(value)
     if number <= 0:
         raise ValueError("must be a positive whole number")
     return number
 
 
 def _non_negative_int(value: Any) -> int:
-    number = int(value)
+    number = _whole(value)
     if number < 0:
         raise ValueError("must be zero or a positive whole number")
     return number
 
 
 def _positive_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
     number = float(value)
-    if not number > 0:
-        raise ValueError("must be a positive number")
+    if not (number > 0 and math.isfinite(number)):
+        raise ValueError("must be a finite positive number")
     return number
 
 
 def _optional_str(value: Any) -> str | None:
     text = str(value).strip()
     return text or None
+
+
+def _path(value: Any) -> str:
+    # An empty value (say an unset $DB in a script) must not quietly mean "the default".
+    text = str(value).strip()
+    if not text:
+        raise ValueError("must not be empty")
+    return text
 
 
 def _choice(*choices: str) -> Callable[[Any], str]:
@@ -67,10 +85,10 @@ class Config:
     """Resolved settings; build it with `resolve`, not by hand, so values are parsed."""
 
     db: str | None = _setting(
-        None, "SQLite catalogue file; default: semsearch.db in the user data folder", _optional_str
+        None, "SQLite catalogue file; default: semsearch.db in the user data folder", _path
     )
     cache_dir: str | None = _setting(
-        None, "folder for exported ONNX graphs; default: the user cache folder", _optional_str
+        None, "folder for exported ONNX graphs; default: the user cache folder", _path
     )
     model: str = _setting("lite0", "backbone model name (see `semsearch models`)", str)
     layer: str | None = _setting(
@@ -98,7 +116,8 @@ class Config:
     )
     max_pixels: int = _setting(
         120_000_000, "largest image (width x height) that is decoded; guards against "
-        "decompression bombs", _positive_int
+        "decompression bombs (Pillow refuses above about 179 MP whatever this says)",
+        _positive_int
     )
     runtime: str = _setting(
         "onnx", "inference engine: onnx (fast) or torch (the reference)", _choice("onnx", "torch")

@@ -21,10 +21,10 @@ class Session:
     """Everything one command or one server works with. Close it when done."""
 
     def __init__(self, config: Config, registry: ModelRegistry | None = None,
-                 store: Store | None = None) -> None:
+                 store: Store | None = None, *, create: bool = True) -> None:
         self.config = config
         self.registry = registry or default_registry()
-        self.store = store or Store.open(config.db_path())
+        self.store = store or Store.open(config.db_path(), create=create)
         self.catalog = IndexCatalog(self.store)
         self._extractors: dict[tuple[str, str], FeatureExtractor] = {}
         self._search: SearchService | None = None

@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from semsearch.errors import SemsearchError
 from semsearch.models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,11 @@ class TorchBackbone:
     def run(self, images: npt.NDArray[np.uint8]) -> dict[str, npt.NDArray[np.float32]]:
         import torch
 
+        batch = np.ascontiguousarray(images)
+        if not batch.flags.writeable:
+            batch = batch.copy()  # torch wants memory it may write to
         with torch.inference_mode():
-            outputs = self._taps(torch.from_numpy(np.ascontiguousarray(images)))
+            outputs = self._taps(torch.from_numpy(batch))
         return {name: out.numpy() for name, out in zip(self.layers, outputs, strict=True)}
 
     def output_shape(self, layer: str) -> tuple[int, ...]:
@@ -115,6 +119,17 @@ def export_onnx(spec: ModelSpec, layers: Sequence[str], path: Path) -> None:
             os.unlink(tmp)
 
 
+def _export_to_cache(spec: ModelSpec, layers: Sequence[str], path: Path) -> None:
+    log.info("exporting %s %s to %s", spec.name, list(layers), path)
+    try:
+        export_onnx(spec, layers, path)
+    except OSError as exc:
+        raise SemsearchError(
+            f"cannot write the model cache in {path.parent}: {exc.strerror or exc} "
+            "(setting cache_dir)"
+        ) from None
+
+
 class OnnxBackbone:
     """ONNX Runtime on the cached exported graph; exports on first use."""
 
@@ -125,19 +140,25 @@ class OnnxBackbone:
 
         self.layers = list(layers)
         path = cache_dir / "onnx" / f"{spec.name}-{graph_key(spec, self.layers)}.onnx"
-        with _export_lock:
-            if not path.exists():
-                log.info("exporting %s %s to %s", spec.name, self.layers, path)
-                export_onnx(spec, self.layers, path)
         self.path = path
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
+        with _export_lock:
+            if not path.exists():
+                _export_to_cache(spec, self.layers, path)
+            try:
+                self._session = ort.InferenceSession(
+                    str(path), options, providers=["CPUExecutionProvider"]
+                )
+            except Exception as exc:  # noqa: BLE001 - a damaged cache entry is made again
+                log.warning("cached graph %s unusable (%s); exporting it again", path, exc)
+                _export_to_cache(spec, self.layers, path)
+                self._session = ort.InferenceSession(
+                    str(path), options, providers=["CPUExecutionProvider"]
+                )
         self._outputs = [o.name for o in self._session.get_outputs()]
         self._shapes = {
             name: tuple(int(d) for d in o.shape[1:])

@@ -119,6 +119,7 @@ class _Decoded:
     width: int
     height: int
     replaces: int | None
+    new_path: bool  # the catalogue has nothing at this path
 
 
 class _Plan:
@@ -169,7 +170,8 @@ def _prepare(
     except BadImageError as exc:
         stale = rec.id if rec is not None and rec.sha256 != sha else None
         return _Undecodable(exc.path, exc.reason, stale)
-    return _Decoded(ImageFile(f.path, size, f.mtime_ns), sha, pixels, width, height, replaces)
+    return _Decoded(ImageFile(f.path, size, f.mtime_ns), sha, pixels, width, height, replaces,
+                    rec is None)
 
 
 def index_folder(
@@ -208,10 +210,11 @@ def index_folder(
         new: list[NewImage] = []
         if decoded:
             vectors = extractor.embed(np.stack([d.pixels for d in decoded]))
+            moved_in = _moved_from_elsewhere(decoded)
             new = [
                 NewImage(d.file.path, d.file.size, d.file.mtime_ns, d.sha256, d.width, d.height,
                          d.file.label, vectors[i],
-                         d.replaces if d.replaces is not None else _moved_from_elsewhere(d))
+                         d.replaces if d.replaces is not None else moved_in.get(d.file.path))
                 for i, d in enumerate(decoded)
             ]
         store.write_batch(record.id, new, moves)
@@ -221,16 +224,19 @@ def index_folder(
         consumed.update(n.replaces for n in new if n.replaces is not None)
         decoded, moves = [], []
 
-    def _moved_from_elsewhere(item: _Decoded) -> int | None:
-        # A file moved in from outside root: the catalogue holds its content at a path
-        # that no longer exists. Taking over that row keeps its other feature sets.
-        if store.image_by_path(item.file.path) is not None:
-            return None
-        for candidate in store.images_with_sha(item.sha256):
-            if candidate.id not in consumed and not os.path.exists(candidate.path):
-                consumed.add(candidate.id)
-                return candidate.id
-        return None
+    def _moved_from_elsewhere(batch: list[_Decoded]) -> dict[str, int]:
+        # Files moved in from outside root: the catalogue holds their content at a path that
+        # no longer exists. Taking over such a row keeps its other feature sets' vectors.
+        fresh = [d for d in batch if d.replaces is None and d.new_path]
+        known = store.images_with_shas([d.sha256 for d in fresh]) if fresh else {}
+        taken: dict[str, int] = {}
+        for item in fresh:
+            for candidate in known.get(item.sha256, []):
+                if candidate.id not in consumed and not os.path.exists(candidate.path):
+                    consumed.add(candidate.id)
+                    taken[item.file.path] = candidate.id
+                    break
+        return taken
 
     n_workers = workers or (os.cpu_count() or 1)
     total = len(plan.todo)

@@ -285,8 +285,16 @@ class Store:
         )
         return {row.path: row for row in rows}
 
-    def images_with_sha(self, sha256: str) -> list[ImageRecord]:
-        return self._image_rows("WHERE sha256 = ? ORDER BY id", (sha256,))
+    def images_with_shas(self, shas: Sequence[str]) -> dict[str, list[ImageRecord]]:
+        """Gives the stored images with each of the given content hashes."""
+        found: dict[str, list[ImageRecord]] = {}
+        unique = list(dict.fromkeys(shas))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._image_rows(f"WHERE sha256 IN ({marks}) ORDER BY id", chunk):
+                found.setdefault(row.sha256, []).append(row)
+        return found
 
     def image(self, image_id: int) -> ImageRecord:
         rows = self._image_rows("WHERE id = ?", (image_id,))

@@ -146,6 +146,8 @@ class OnnxBackbone:
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # Idle runtime threads would otherwise spin, taking the cores the decoders need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         with _export_lock:
             if not path.exists():
                 _export_to_cache(spec, self.layers, path)

@@ -62,7 +62,7 @@ def test_touched_file_is_not_embedded_again(tiny_session: Session, gallery: Path
     st = target.stat()
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
     report = _index(tiny_session, gallery)
-    assert (report.embedded, report.moved, report.unchanged) == (0, 1, 11)
+    assert (report.embedded, report.touched, report.moved, report.unchanged) == (0, 1, 0, 11)
     assert _index(tiny_session, gallery).unchanged == 12
 
 

@@ -168,7 +168,7 @@ def cmd_index(args: argparse.Namespace, config: Config) -> int:
         return 0
     print(f"{report.root}: {report.found} image files, {report.feature_set}")
     print(f"  embedded {report.embedded}, unchanged {report.unchanged}, moved {report.moved}, "
-          f"removed {report.removed}, skipped {len(report.failed)} "
+          f"touched {report.touched}, removed {report.removed}, skipped {len(report.failed)} "
           f"in {report.seconds:.1f}s ({report.images_per_second:.1f} img/s)")
     if report.failed:
         print(f"skipped {len(report.failed)} file(s):")

@@ -92,6 +92,7 @@ class IndexReport:
     embedded: int = 0
     unchanged: int = 0
     moved: int = 0
+    touched: int = 0
     removed: int = 0
     failed: list[Skipped] = field(default_factory=list)
     seconds: float = 0.0
@@ -158,7 +159,7 @@ def _prepare(
     replaces: int | None = None
     if rec is not None and rec.sha256 == sha:
         if rec.id in plan.with_vectors:
-            return Move(rec.id, f.path, size, f.mtime_ns, f.label)  # touched, not changed
+            return Move(rec.id, f.path, size, f.mtime_ns, f.label, touched=True)
     else:
         moved_from = plan.by_hash.pop(sha, None)
         if moved_from is not None:
@@ -219,7 +220,9 @@ def index_folder(
             ]
         store.write_batch(record.id, new, moves)
         report.embedded += len(new)
-        report.moved += len(moves) + sum(1 for n in new if n.replaces is not None)
+        report.touched += sum(1 for m in moves if m.touched)
+        report.moved += sum(1 for m in moves if not m.touched)
+        report.moved += sum(1 for n in new if n.replaces is not None)
         consumed.update(m.image_id for m in moves)
         consumed.update(n.replaces for n in new if n.replaces is not None)
         decoded, moves = [], []

@@ -119,6 +119,7 @@ class Move:
     size: int
     mtime_ns: int
     label: str
+    touched: bool = False  # same path, same content, new modification time
 
 
 def _prefix_bounds(root: str) -> tuple[str, str]:

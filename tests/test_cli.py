@@ -141,3 +141,22 @@ def test_system_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path
     code, _, err = _run(capsys, "index", str(tmp_path), "--cache-dir", str(blocker / "cache"),
                         "--db", str(tmp_path / "new.db"))
     assert code == 1 and err.startswith("semsearch: error: ") and "Traceback" not in err
+
+
+def test_closed_pipe_is_not_an_error() -> None:
+    """`semsearch ... | head`: the reader leaves early; no error, no traceback."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from semsearch import cli\n"
+            "cli.cmd_models = lambda args, config: print('model\\n' * 200_000) or 0\n"
+            "sys.exit(cli.main(['models']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(10) == b"model\nmode"
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert err == ""

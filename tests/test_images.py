@@ -20,7 +20,8 @@ CAP = 50_000_000
 
 
 def _open(source: str | bytes, **kw: object) -> Image.Image:
-    return open_image(source, max_pixels=kw.pop("max_pixels", CAP), **kw)  # type: ignore[arg-type]
+    opened = open_image(source, max_pixels=kw.pop("max_pixels", CAP), **kw)  # type: ignore[arg-type]
+    return opened.image
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "F", "1"])
@@ -73,11 +74,22 @@ def test_animated_gif_gives_first_frame(tmp_path: Path) -> None:
     assert pixel[0] > 200 and pixel[2] < 50
 
 
-def test_jpeg_draft_decodes_at_reduced_scale(tmp_path: Path) -> None:
+def test_jpeg_draft_decodes_at_reduced_scale_but_gives_the_full_size(tmp_path: Path) -> None:
     path = make_image(tmp_path / "big.jpg", seed=2, size=(2000, 1600))
-    im = _open(str(path), min_short_side=256)
-    assert 256 <= min(im.size) < 800
+    opened = open_image(str(path), max_pixels=CAP, min_short_side=256)
+    assert 256 <= min(opened.image.size) < 800
+    assert (opened.width, opened.height) == (2000, 1600)
     assert _open(str(path)).size == (2000, 1600)
+
+
+def test_full_size_follows_exif_rotation_under_draft(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    path = tmp_path / "turned.jpg"
+    Image.new("RGB", (3000, 2000), (90, 90, 90)).save(path, exif=exif)
+    opened = open_image(str(path), max_pixels=CAP, min_short_side=256)
+    assert (opened.width, opened.height) == (2000, 3000)
+    assert opened.image.size[0] < opened.image.size[1] < 3000
 
 
 @pytest.mark.parametrize(

@@ -241,3 +241,54 @@ def test_move_into_another_indexed_folder_is_recognised(tiny_session: Session,
     assert tiny_session.store.image_by_path(str(src)) is None
     assert tiny_session.store.image_by_path(str(dst)).id == image_id  # type: ignore[union-attr]
     assert tiny_session.store.count_images() == 12
+
+
+def test_move_plus_copy_keeps_both_files(tiny_session: Session, gallery: Path) -> None:
+    _index(tiny_session, gallery)
+    src = gallery / "class0" / "img00.png"
+    image_id = tiny_session.store.image_by_path(str(src)).id  # type: ignore[union-attr]
+    shutil.move(src, gallery / "class0" / "new1.png")
+    shutil.copy(gallery / "class0" / "new1.png", gallery / "class0" / "new2.png")
+    report = _index(tiny_session, gallery)
+    assert (report.moved, report.embedded, report.removed) == (1, 1, 0)
+    assert tiny_session.store.count_images() == 13
+    ids = {tiny_session.store.image_by_path(str(gallery / "class0" / n)).id  # type: ignore[union-attr]
+           for n in ("new1.png", "new2.png")}
+    assert image_id in ids and len(ids) == 2
+    assert _index(tiny_session, gallery).unchanged == 13
+
+
+def test_non_finite_vector_skips_that_file_only(tiny_session: Session, gallery: Path) -> None:
+    from semsearch.features import FeatureExtractor
+
+    real = tiny_session.extractor(tiny_session.feature_set())
+
+    class NaNForBlack:
+        """Test double: the real tiny backbone, but NaN for an all-black image."""
+
+        layers = real.backbone.layers
+
+        def output_shape(self, layer: str) -> tuple[int, ...]:
+            return real.backbone.output_shape(layer)
+
+        def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+            out = real.backbone.run(images)
+            for name in out:
+                out[name][images.reshape(len(images), -1).max(axis=1) == 0] = np.nan
+            return out
+
+    from PIL import Image
+
+    Image.new("RGB", (40, 40)).save(gallery / "class0" / "black.png")
+    extractor = FeatureExtractor(real.spec, real.feature_set, NaNForBlack())
+    report = index_folder(tiny_session.store, extractor, gallery, batch_size=4)
+    assert report.embedded == 12
+    assert [(Path(s.path).name, s.reason) for s in report.failed] == [
+        ("black.png", "the model gave non-finite values for it")]
+
+
+def test_stored_size_is_the_full_picture_size(tiny_session: Session, tmp_path: Path) -> None:
+    big = make_image(tmp_path / "photos" / "a" / "big.jpg", seed=3, size=(3000, 2000))
+    _index(tiny_session, tmp_path / "photos")
+    record = tiny_session.store.image_by_path(str(big))
+    assert record is not None and (record.width, record.height) == (3000, 2000)

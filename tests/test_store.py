@@ -133,3 +133,16 @@ def test_remove_under_is_path_prefix_safe(tmp_path: Path) -> None:
                                   _item("/x/cats", sha="3" * 64)])
         assert store.remove_under("/x/cats") == 2
         assert [r.path for r in store.images_under("/x").values()] == ["/x/cats2/b.png"]
+
+
+def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    for trial in range(10):
+        path = tmp_path / f"race{trial}.db"
+        with ThreadPoolExecutor(4) as pool:
+            stores = list(pool.map(Store.open, [path] * 4))
+        assert {s.schema_version for s in stores} == {SCHEMA_VERSION}
+        assert len({s.catalogue_id for s in stores}) == 1
+        for store in stores:
+            store.close()

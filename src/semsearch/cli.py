@@ -310,6 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("semsearch: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`semsearch search ... | head`); that is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (OSError, sqlite3.Error) as exc:
         # The machine said no (permissions, full disk, a locked database): say so plainly.
         detail = getattr(exc, "strerror", None) or str(exc)
@@ -317,5 +321,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"semsearch: error: {str(where) + ': ' if where else ''}{detail}",
               file=sys.stderr)
         return EXIT_ERROR
-    except BrokenPipeError:
-        return 0

@@ -61,9 +61,9 @@ class FeatureExtractor:
     ) -> tuple[npt.NDArray[np.uint8], tuple[int, int]]:
         """Gives the network input for an image and the image's upright (width, height)."""
         prep = self.spec.preprocess
-        im = open_image(source, max_pixels=self.max_pixels, min_short_side=prep.resize_short,
-                        name=name)
-        return prep(im), im.size
+        opened = open_image(source, max_pixels=self.max_pixels,
+                            min_short_side=prep.resize_short, name=name)
+        return prep(opened.image), (opened.width, opened.height)
 
     def embed(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Gives (N, dim) vectors for a (N, H, W, 3) uint8 batch."""
@@ -136,7 +136,8 @@ class _Plan:
         missing = [rec for path, rec in stored.items()
                    if path not in seen and not any(path.startswith(b) for b in blind)]
         self.missing_ids = {rec.id for rec in missing}
-        # Claimed with dict.pop, which is atomic, so one stored image moves to one new path.
+        # Decoding threads claim these with dict.pop, which is atomic, so one missing image
+        # under root moves to at most one new path.
         self.by_hash: dict[str, ImageRecord] = {rec.sha256: rec for rec in missing}
         self.todo: list[tuple[ImageFile, ImageRecord | None]] = []
         self.unchanged = 0
@@ -147,6 +148,14 @@ class _Plan:
                 self.unchanged += 1
             else:
                 self.todo.append((f, rec))
+
+
+def _certainly_gone(path: str) -> bool:
+    """Gives whether a file is known not to exist: its folder is there and can be searched,
+    and the file is not in it. An unreadable folder or an unmounted disk proves nothing."""
+    folder = os.path.dirname(path)
+    return (os.path.isdir(folder) and os.access(folder, os.X_OK)
+            and not os.path.lexists(path))
 
 
 def _prepare(
@@ -211,6 +220,12 @@ def index_folder(
         new: list[NewImage] = []
         if decoded:
             vectors = extractor.embed(np.stack([d.pixels for d in decoded]))
+            finite: npt.NDArray[np.bool_] = np.asarray(np.isfinite(vectors).all(axis=1))
+            for i in np.flatnonzero(~finite):
+                report.failed.append(Skipped(decoded[i].file.path,
+                                             "the model gave non-finite values for it"))
+            decoded = [d for i, d in enumerate(decoded) if finite[i]]
+            vectors = vectors[finite]
             moved_in = _moved_from_elsewhere(decoded)
             new = [
                 NewImage(d.file.path, d.file.size, d.file.mtime_ns, d.sha256, d.width, d.height,
@@ -229,13 +244,15 @@ def index_folder(
 
     def _moved_from_elsewhere(batch: list[_Decoded]) -> dict[str, int]:
         # Files moved in from outside root: the catalogue holds their content at a path that
-        # no longer exists. Taking over such a row keeps its other feature sets' vectors.
+        # is certainly gone. Taking over such a row keeps its other feature sets' vectors.
+        # Missing images under root are the decoding threads' to claim, not this lookup's.
         fresh = [d for d in batch if d.replaces is None and d.new_path]
         known = store.images_with_shas([d.sha256 for d in fresh]) if fresh else {}
         taken: dict[str, int] = {}
         for item in fresh:
             for candidate in known.get(item.sha256, []):
-                if candidate.id not in consumed and not os.path.exists(candidate.path):
+                if (candidate.id not in consumed and candidate.id not in plan.missing_ids
+                        and _certainly_gone(candidate.path)):
                     consumed.add(candidate.id)
                     taken[item.file.path] = candidate.id
                     break

@@ -10,6 +10,7 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -154,15 +155,28 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+class OpenedImage(NamedTuple):
+    """An upright RGB image, possibly decoded at reduced scale, and the full upright size of
+    the picture in the file."""
+
+    image: Image.Image
+    width: int
+    height: int
+
+
+# EXIF orientations that turn the picture by 90 or 270 degrees.
+_SWAPS_AXES = frozenset({5, 6, 7, 8})
+
+
 def open_image(
     source: str | bytes,
     *,
     max_pixels: int,
     min_short_side: int | None = None,
     name: str | None = None,
-) -> Image.Image:
-    """Gives the image as an upright RGB PIL image, decoded at reduced scale when
-    min_short_side allows (JPEG DCT scaling), or raises BadImageError."""
+) -> OpenedImage:
+    """Gives the image upright and in RGB, decoded at reduced scale when min_short_side
+    allows (JPEG DCT scaling), with its full size; or raises BadImageError."""
     label = name or (source if isinstance(source, str) else "<image bytes>")
     data = read_bytes(source) if isinstance(source, str) else source
     if not data:
@@ -194,12 +208,15 @@ def open_image(
         im.load()
     except Exception as exc:  # noqa: BLE001
         raise BadImageError(label, f"truncated or corrupt: {exc}") from None
-    upright: Image.Image = im
     try:
-        upright = ImageOps.exif_transpose(im) or im
+        swap = im.getexif().get(0x0112) in _SWAPS_AXES
+        upright: Image.Image = ImageOps.exif_transpose(im) or im
     except Exception as exc:  # noqa: BLE001 - a broken EXIF block should not lose the picture
         log.warning("%s: ignoring unreadable EXIF orientation: %s", label, exc)
+        swap, upright = False, im
+    if swap:
+        width, height = height, width
     try:
-        return _to_rgb(upright)
+        return OpenedImage(_to_rgb(upright), width, height)
     except Exception as exc:  # noqa: BLE001
         raise BadImageError(label, f"cannot convert mode {upright.mode} to RGB: {exc}") from None

@@ -122,6 +122,23 @@ class Move:
     touched: bool = False  # same path, same content, new modification time
 
 
+_BUSY_SECONDS = 30.0
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    # Switching a new file to WAL does not wait on the busy handler: when another process
+    # opens the same new catalogue at that moment, SQLite says "locked" at once. Retry.
+    deadline = time.monotonic() + _BUSY_SECONDS
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _prefix_bounds(root: str) -> tuple[str, str]:
     prefix = root.rstrip(os.sep) + os.sep
     return prefix, prefix[:-1] + chr(ord(os.sep) + 1)
@@ -151,9 +168,9 @@ class Store:
                 raise StoreError(f"cannot create the folder for {db_path}: "
                                  f"{exc.strerror or exc}") from None
         try:
-            conn = sqlite3.connect(db_path, timeout=30.0, isolation_level=None,
+            conn = sqlite3.connect(db_path, timeout=_BUSY_SECONDS, isolation_level=None,
                                    check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(conn)
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
             store = cls(conn, db_path)
@@ -198,25 +215,26 @@ class Store:
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
     def _migrate(self) -> None:
-        current = self.schema_version
-        if current == 0:
-            tables = self._conn.execute(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
-            if tables:
+        if self.schema_version == SCHEMA_VERSION:
+            return
+        with self._transaction() as conn:
+            # Read again under the write lock: another process may have just migrated.
+            current = self.schema_version
+            if current > SCHEMA_VERSION:
+                raise StoreVersionError(
+                    f"{self.path} has schema version {current}, newer than this semsearch "
+                    f"knows ({SCHEMA_VERSION}); upgrade semsearch to use it"
+                )
+            if current == 0 and conn.execute(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]:
                 raise StoreError(f"{self.path} is an SQLite file of another program, not a "
                                  "semsearch catalogue; choose another --db")
-        if current > SCHEMA_VERSION:
-            raise StoreVersionError(
-                f"{self.path} has schema version {current}, newer than this semsearch knows "
-                f"({SCHEMA_VERSION}); upgrade semsearch to use it"
-            )
-        for version in range(current, SCHEMA_VERSION):
-            with self._transaction() as conn:
+            for version in range(current, SCHEMA_VERSION):
                 for statement in _MIGRATIONS[version].split(";"):
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={version + 1}")
-            log.info("migrated %s to schema version %d", self.path, version + 1)
+                log.info("migrated %s to schema version %d", self.path, version + 1)
 
     # -- feature sets -------------------------------------------------------------------------
 

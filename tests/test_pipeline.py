@@ -292,3 +292,30 @@ def test_stored_size_is_the_full_picture_size(tiny_session: Session, tmp_path: P
     _index(tiny_session, tmp_path / "photos")
     record = tiny_session.store.image_by_path(str(big))
     assert record is not None and (record.width, record.height) == (3000, 2000)
+
+
+def test_moves_and_touches_keep_indexes_fresh(tiny_session: Session, gallery: Path) -> None:
+    from semsearch.index.exact import Metric
+
+    first = tiny_session.feature_set()
+    other = tiny_session.feature_set(pool="max")
+    _index(tiny_session, gallery, first)
+    _index(tiny_session, gallery / "class2", other)
+    before = {fs: tiny_session.store.feature_set(fs).version for fs in (first, other)}
+    tiny_session.catalog.get(tiny_session.store.feature_set(first), Metric())
+    target = gallery / "class1" / "img01.png"
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    shutil.move(gallery / "class0" / "img03.png", gallery / "class0" / "renamed.png")
+    report = _index(tiny_session, gallery, first)
+    assert (report.touched, report.moved, report.embedded) == (1, 1, 0)
+    after = {fs: tiny_session.store.feature_set(fs).version for fs in (first, other)}
+    assert after == before
+    record = tiny_session.store.feature_set(first)
+    manifest = tiny_session.catalog._read_manifest(
+        tiny_session.catalog.manifest_path(record, Metric()))
+    assert tiny_session.catalog.is_fresh(record, manifest)
+    # Removing images that only the first feature set has leaves the other's version alone.
+    tiny_session.store.remove_under(str(gallery / "class0"))
+    assert tiny_session.store.feature_set(first).version > before[first]
+    assert tiny_session.store.feature_set(other).version == before[other]

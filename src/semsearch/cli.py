@@ -207,7 +207,7 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
                 "feature_set": record.name,
                 "preprocessing": record.preprocessing,
                 "dim": record.dim,
-                "vectors": record.count,
+                "vectors": store.count_vectors(record.id),
                 "indexes": [asdict(s) for s in session.catalog.status(record)],
             })
         info = {"db": str(store.path), "schema_version": store.schema_version,

@@ -117,10 +117,11 @@ class SearchService:
         """Gives the fresh index of the feature set for the metric."""
         key = (record.id, metric.tag)
         with self._lock:
-            current = self.store.feature_set(record.feature_set, record.preprocessing)
+            version = self.store.version(record.id)
             cached = self._indexes.get(key)
-            if cached and cached[0].version == current.version and cached[0].count == current.count:
+            if cached and cached[0].version == version:
                 return cached[1]
+            current = self.store.feature_set(record.feature_set, record.preprocessing)
             loaded = self.catalog.get(current, metric)
             self._indexes[key] = (current, loaded)
             return loaded

@@ -80,14 +80,14 @@ class ImageRecord:
 
 @dataclass(frozen=True)
 class FeatureSetRecord:
-    """A feature set as stored: `version` grows with every change to its vectors."""
+    """A feature set as stored: `version` grows with every change to its vectors (and only
+    then: a file that moves keeps its vector and its id, so indexes stay valid)."""
 
     id: int
     feature_set: FeatureSet
     preprocessing: str
     dim: int
     version: int
-    count: int
 
     @property
     def name(self) -> str:
@@ -258,15 +258,24 @@ class Store:
         self, where: str = "", args: Sequence[object] = ()
     ) -> list[FeatureSetRecord]:
         rows = self._conn.execute(
-            "SELECT f.id, f.model, f.layer, f.pooling, f.preprocessing, f.dim, f.version,"
-            " (SELECT COUNT(*) FROM vectors v WHERE v.feature_set_id = f.id)"
+            "SELECT f.id, f.model, f.layer, f.pooling, f.preprocessing, f.dim, f.version"
             f" FROM feature_sets f {where} ORDER BY f.id",
             args,
         ).fetchall()
-        return [
-            FeatureSetRecord(r[0], FeatureSet(r[1], r[2], r[3]), r[4], r[5], r[6], r[7])
-            for r in rows
-        ]
+        return [FeatureSetRecord(r[0], FeatureSet(r[1], r[2], r[3]), r[4], r[5], r[6])
+                for r in rows]
+
+    def version(self, fs_id: int) -> int:
+        """Gives a feature set's current version (one indexed lookup)."""
+        row = self._conn.execute("SELECT version FROM feature_sets WHERE id = ?",
+                                 (fs_id,)).fetchone()
+        if row is None:
+            raise NotIndexedError(f"feature set {fs_id} is no longer in the catalogue")
+        return int(row[0])
+
+    def count_vectors(self, fs_id: int) -> int:
+        return int(self._conn.execute(
+            "SELECT COUNT(*) FROM vectors WHERE feature_set_id = ?", (fs_id,)).fetchone()[0])
 
     def feature_sets(self) -> list[FeatureSetRecord]:
         return self._feature_set_rows()
@@ -355,10 +364,8 @@ class Store:
             (fs_id,),
         ).fetchall()
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.empty((len(rows), dim), dtype=np.float32)
-        for i, (_, blob) in enumerate(rows):
-            matrix[i] = np.frombuffer(blob, dtype=np.float32)
-        return ids, matrix
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+        return ids, matrix.reshape(len(rows), dim).copy()
 
     def vector(self, fs_id: int, image_id: int) -> npt.NDArray[np.float32] | None:
         row = self._conn.execute(
@@ -370,21 +377,18 @@ class Store:
     def write_batch(self, fs_id: int, new: Sequence[NewImage], moves: Sequence[Move] = ()) -> None:
         """Stores a batch of new vectors and moved images in one transaction."""
         now = time.time()
-        touched_sets = {fs_id}
+        touched_sets = {fs_id} if new else set()
         dim = int(self._conn.execute(
             "SELECT dim FROM feature_sets WHERE id = ?", (fs_id,)).fetchone()[0])
         with self._transaction() as conn:
-            if moves or any(item.replaces is not None for item in new):
-                # A move may displace a row at its destination, with that row's vectors.
-                touched_sets.update(r[0] for r in conn.execute("SELECT id FROM feature_sets"))
             for move in moves:
-                self._repoint(conn, move.image_id, move.path, move.size, move.mtime_ns,
-                              move.label)
+                touched_sets |= self._repoint(conn, move.image_id, move.path, move.size,
+                                              move.mtime_ns, move.label)
             for item in new:
                 if item.replaces is not None:
                     image_id = item.replaces
-                    self._repoint(conn, image_id, item.path, item.size, item.mtime_ns,
-                                  item.label)
+                    touched_sets |= self._repoint(conn, image_id, item.path, item.size,
+                                                  item.mtime_ns, item.label)
                 else:
                     old = conn.execute(
                         "SELECT id, sha256 FROM images WHERE path = ?", (item.path,)
@@ -422,14 +426,30 @@ class Store:
             self._bump(conn, touched_sets)
 
     @staticmethod
-    def _repoint(conn: sqlite3.Connection, image_id: int, path: str, size: int, mtime_ns: int,
-                 label: str) -> None:
+    def _sets_with_vectors(conn: sqlite3.Connection, image_ids: Sequence[int]) -> set[int]:
+        found: set[int] = set()
+        for start in range(0, len(image_ids), 500):
+            chunk = list(image_ids[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in conn.execute(
+                f"SELECT DISTINCT feature_set_id FROM vectors WHERE image_id IN ({marks})",
+                chunk))
+        return found
+
+    @classmethod
+    def _repoint(cls, conn: sqlite3.Connection, image_id: int, path: str, size: int,
+                 mtime_ns: int, label: str) -> set[int]:
+        """Moves an image row to a new path; gives the feature sets that lost vectors."""
         # Whatever row held the destination path described content that is gone now.
+        displaced = [r[0] for r in conn.execute(
+            "SELECT id FROM images WHERE path = ? AND id != ?", (path, image_id))]
+        losing = cls._sets_with_vectors(conn, displaced)
         conn.execute("DELETE FROM images WHERE path = ? AND id != ?", (path, image_id))
         conn.execute(
             "UPDATE images SET path = ?, size = ?, mtime_ns = ?, label = ? WHERE id = ?",
             (path, size, mtime_ns, label, image_id),
         )
+        return losing
 
     @staticmethod
     def _bump(conn: sqlite3.Connection, fs_ids: Iterable[int]) -> None:
@@ -444,7 +464,7 @@ class Store:
         if not ids:
             return 0
         with self._transaction() as conn:
-            sets = {r[0] for r in conn.execute("SELECT id FROM feature_sets")}
+            sets = self._sets_with_vectors(conn, ids)
             conn.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
             self._bump(conn, sets)
         return len(ids)

@@ -86,7 +86,6 @@ class IndexCatalog:
             and manifest.get("feature_set") == record.name
             and manifest.get("preprocessing") == record.preprocessing
             and manifest.get("vectors_version") == record.version
-            and manifest.get("count") == record.count
             and manifest.get("schema_version") == self.store.schema_version
             and (self.folder / str(manifest.get("file"))).is_file()
         )
@@ -99,7 +98,7 @@ class IndexCatalog:
                 index = ExactIndex.load(self.folder / manifest["file"], metric)
                 loaded = LoadedIndex(index, manifest)
                 loaded.calibration.scores(np.zeros(1, np.float32))
-                if len(index) == record.count and index.dim == record.dim:
+                if len(index) == manifest.get("count") and index.dim == record.dim:
                     return loaded
                 log.warning("index %s does not match the catalogue; rebuilding",
                             manifest["file"])

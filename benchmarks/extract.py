@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from semsearch.config import resolve
-from semsearch.features import index_folder
+from semsearch.indexing import index_folder
 from semsearch.models.runtime import TorchBackbone
 from semsearch.pooling import pool
 from semsearch.session import Session

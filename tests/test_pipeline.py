@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from tests.conftest import make_image
 
-from semsearch.features import IndexReport, index_folder
 from semsearch.featureset import FeatureSet
+from semsearch.indexing import IndexReport, index_folder
 from semsearch.session import Session
 
 
@@ -157,8 +157,8 @@ def test_non_utf8_file_name_is_skipped_with_a_printable_reason(tiny_session: Ses
 
 
 def test_unlistable_folder_keeps_what_is_stored(tiny_session: Session, gallery: Path) -> None:
-    from semsearch.features import _Plan
     from semsearch.images import Scan, scan_images
+    from semsearch.indexing import _Plan
 
     _index(tiny_session, gallery)
     full = scan_images(gallery)

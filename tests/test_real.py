@@ -17,8 +17,8 @@ import pytest
 from tests.conftest import dataset
 
 from semsearch.config import resolve
-from semsearch.features import index_folder
 from semsearch.index.exact import Metric
+from semsearch.indexing import index_folder
 from semsearch.models.network import PROBS
 from semsearch.models.registry import default_registry
 from semsearch.models.runtime import OnnxBackbone, TorchBackbone

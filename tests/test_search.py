@@ -9,8 +9,8 @@ import pytest
 from tests.conftest import make_image
 
 from semsearch.errors import NotIndexedError, QueryError
-from semsearch.features import index_folder
 from semsearch.index.exact import METRICS, Metric
+from semsearch.indexing import index_folder
 from semsearch.search import ImageQuery, KnownImageQuery
 from semsearch.session import Session
 

@@ -114,7 +114,7 @@ def test_new_content_at_a_known_path_drops_other_feature_sets_vectors(tmp_path: 
 def test_dimension_change_is_refused(tmp_path: Path) -> None:
     with Store.open(tmp_path / "s.db") as store:
         store.ensure_feature_set(FS, "prep", 4)
-        with pytest.raises(StoreVersionError, match="4 dimensions"):
+        with pytest.raises(StoreError, match="4 dimensions"):
             store.ensure_feature_set(FS, "prep", 8)
 
 

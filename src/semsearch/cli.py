@@ -17,8 +17,9 @@ from typing import Any
 
 from semsearch import __version__
 from semsearch.config import Config, default_config_file, resolve, settings
-from semsearch.errors import ConfigError, NotIndexedError, SemsearchError
+from semsearch.errors import ConfigError, SemsearchError
 from semsearch.images import check_name
+from semsearch.models.registry import ModelRegistry
 from semsearch.session import Session
 
 EXIT_ERROR = 1
@@ -145,26 +146,15 @@ class _Bar:
 
 
 def cmd_index(args: argparse.Namespace, config: Config) -> int:
-    from semsearch.features import index_folder
-
     root = _path_argument(args.path)
     with _session(config, create=True) as session:
-        fs = session.feature_set()
-        metric = session.metric()
-        extractor = session.extractor(fs)
         bar = _Bar(not args.quiet, "indexing")
         try:
-            report = index_folder(session.store, extractor, root,
-                                  batch_size=config.batch_size, workers=config.workers,
-                                  progress=bar)
+            report = session.index(root, progress=bar)
         finally:
             bar.close()
-        record = session.store.feature_set(fs, extractor.preprocessing)
-        session.catalog.get(record, metric)
     if args.json:
-        data = asdict(report)
-        data["images_per_second"] = report.images_per_second
-        _print_json(data)
+        _print_json({**asdict(report), "images_per_second": report.images_per_second})
         return 0
     print(f"{report.root}: {report.found} image files, {report.feature_set}")
     print(f"  embedded {report.embedded}, unchanged {report.unchanged}, moved {report.moved}, "
@@ -178,13 +168,10 @@ def cmd_index(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_search(args: argparse.Namespace, config: Config) -> int:
-    explicit = any(getattr(args, name) is not None for name in ("model", "layer", "pool"))
+    chosen = any(getattr(args, name) is not None for name in ("model", "layer", "pool"))
     with _session(config) as session:
-        service = session.search_service()
-        query = service.resolve(args.query)
-        record = session.indexed_feature_set(session.feature_set() if explicit else None)
-        result = service.search(query, feature_set=record, metric=session.metric(),
-                                k=config.k)
+        result = session.search(args.query,
+                                feature_set=session.feature_set() if chosen else None)
     if args.json:
         _print_json(asdict(result))
         return 0
@@ -200,84 +187,50 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_info(args: argparse.Namespace, config: Config) -> int:
     with _session(config) as session:
-        store = session.store
-        sets: list[dict[str, Any]] = []
-        for record in store.feature_sets():
-            sets.append({
-                "feature_set": record.name,
-                "preprocessing": record.preprocessing,
-                "dim": record.dim,
-                "vectors": store.count_vectors(record.id),
-                "indexes": [asdict(s) for s in session.catalog.status(record)],
-            })
-        info = {"db": str(store.path), "schema_version": store.schema_version,
-                "images": store.count_images(), "feature_sets": sets}
+        info = session.info()
     if args.json:
-        _print_json(info)
+        _print_json(asdict(info))
         return 0
-    print(f"catalogue {info['db']} (schema v{info['schema_version']}): "
-          f"{info['images']} images")
-    if not sets:
+    print(f"catalogue {info.db} (schema v{info.schema_version}): {info.images} images")
+    if not info.feature_sets:
         print("  nothing indexed yet; run `semsearch index FOLDER`")
-    for item in sets:
-        print(f"  {item['feature_set']}  {item['vectors']} vectors x {item['dim']} dims  "
-              f"[{item['preprocessing']}]")
-        for status in item["indexes"]:
-            state = "fresh" if status["fresh"] else "stale, rebuilt on next search"
-            print(f"    index {status['metric']}: {status['count']} vectors, {state}")
+    for item in info.feature_sets:
+        print(f"  {item.feature_set}  {item.vectors} vectors x {item.dim} dims  "
+              f"[{item.preprocessing}]")
+        for status in item.indexes:
+            state = "fresh" if status.fresh else "stale, rebuilt on next search"
+            print(f"    index {status.metric}: {status.count} vectors, {state}")
     return 0
 
 
 def cmd_remove(args: argparse.Namespace, config: Config) -> int:
-    path = os.path.realpath(_path_argument(args.path))
     with _session(config) as session:
-        removed = session.store.remove_under(path)
-    if removed == 0:
-        raise NotIndexedError(f"nothing is indexed at {path}")
+        removed = session.remove(_path_argument(args.path))
     if args.json:
-        _print_json({"path": path, "removed": removed})
+        _print_json({"path": os.path.realpath(args.path), "removed": removed})
     else:
-        print(f"removed {removed} image(s) under {path}")
+        print(f"removed {removed} image(s) under {os.path.realpath(args.path)}")
     return 0
 
 
-def _model_rows() -> list[dict[str, Any]]:
-    from semsearch.models.network import layer_table
-    from semsearch.models.registry import default_registry
-
-    rows = []
-    for spec in default_registry().specs():
-        net = spec.build()
-        table = layer_table(net, spec.preprocess.size, spec.classifier)
-        rows.append({
-            "name": spec.name,
-            "params": sum(p.numel() for p in net.parameters()),
-            "layers": len(table),
-            "input_size": spec.preprocess.size,
-            "default_layer": spec.default_layer,
-            "description": spec.description,
-        })
-    return sorted(rows, key=lambda row: row["params"])
-
-
 def cmd_models(args: argparse.Namespace, config: Config) -> int:
-    rows = _model_rows()
+    from semsearch.models.summary import summarize
+
+    rows = summarize(_registry())
     if args.json:
-        _print_json(rows)
+        _print_json([asdict(row) for row in rows])
         return 0
     print(f"{'model':<8} {'params':>10} {'layers':>7} {'input':>6}  description")
     for row in rows:
-        print(f"{row['name']:<8} {row['params'] / 1e6:9.2f}M {row['layers']:7d} "
-              f"{row['input_size']:5d}px  {row['description']}")
+        print(f"{row.name:<8} {row.params / 1e6:9.2f}M {row.layers:7d} "
+              f"{row.input_size:5d}px  {row.description}")
     return 0
 
 
 def cmd_layers(args: argparse.Namespace, config: Config) -> int:
-    from semsearch.models.network import layer_table
-    from semsearch.models.registry import default_registry
+    from semsearch.models.summary import layers
 
-    spec = default_registry().get(args.model)
-    table = layer_table(spec.build(), spec.preprocess.size, spec.classifier)
+    table = layers(_registry(), args.model)
     if args.json:
         _print_json([{**asdict(layer), "shape": list(layer.shape)} for layer in table])
         return 0
@@ -288,6 +241,12 @@ def cmd_layers(args: argparse.Namespace, config: Config) -> int:
         print(f"{layer.name:<40} {layer.type:<24} {layer.channels:8d} {size:>9} {stride:>6} "
               f"{layer.params:10,d}")
     return 0
+
+
+def _registry() -> ModelRegistry:
+    from semsearch.models.registry import default_registry
+
+    return default_registry()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

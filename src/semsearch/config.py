@@ -139,8 +139,11 @@ class Config:
 
         return Path(user_cache_dir(APP_NAME))
 
-    def cores(self) -> int:
-        return os.cpu_count() or 1
+
+
+def cores_or(count: int) -> int:
+    """Gives count, or for 0 ("automatic") the number of CPU cores."""
+    return count or (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,10 @@ class UnknownModelError(SemsearchError):
     """No model of that name is registered."""
 
 
+class ModelCacheError(SemsearchError):
+    """An exported model graph cannot be written to or read from the cache folder."""
+
+
 class UnknownLayerError(SemsearchError):
     """The model has no addressable layer of that name."""
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from semsearch.errors import NotIndexedError, QueryError
 from semsearch.features import FeatureExtractor
@@ -172,7 +173,7 @@ class SearchService:
         )
 
     def _nearest(
-        self, loaded: LoadedIndex, vector: np.ndarray, k: int, exclude: int | None
+        self, loaded: LoadedIndex, vector: npt.NDArray[np.float32], k: int, exclude: int | None
     ) -> tuple[list[tuple[float, int]], dict[int, ImageRecord]]:
         """Gives the k nearest (distance, id) pairs whose file still exists, and their
         records. Files deleted since indexing are passed over, asking for more if needed."""

@@ -3,18 +3,39 @@ extractors (cached per feature set) and the search service."""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from semsearch.config import Config
 from semsearch.errors import NotIndexedError
 from semsearch.features import FeatureExtractor
 from semsearch.featureset import FeatureSet
-from semsearch.index.catalog import IndexCatalog
+from semsearch.images import check_name
+from semsearch.index.catalog import IndexCatalog, IndexStatus
 from semsearch.index.exact import Metric
+from semsearch.indexing import IndexReport, Progress, index_folder
 from semsearch.models.registry import ModelRegistry, default_registry
 from semsearch.models.runtime import load_backbone
-from semsearch.search import SearchService
+from semsearch.search import SearchResult, SearchService
 from semsearch.store import FeatureSetRecord, Store
+
+
+@dataclass(frozen=True)
+class FeatureSetInfo:
+    feature_set: str
+    preprocessing: str
+    dim: int
+    vectors: int
+    indexes: list[IndexStatus]
+
+
+@dataclass(frozen=True)
+class CatalogueInfo:
+    db: str
+    schema_version: int
+    images: int
+    feature_sets: list[FeatureSetInfo]
 
 
 class Session:
@@ -93,3 +114,41 @@ class Session:
                 self.store, self.catalog, lambda record: self.extractor(record.feature_set)
             )
         return self._search
+
+    def index(self, path: str, *, progress: Progress | None = None) -> IndexReport:
+        """Brings the catalogue up to date with a folder for the configured feature set and
+        leaves its search index for the configured metric built."""
+        extractor = self.extractor(self.feature_set())
+        report = index_folder(self.store, extractor, path, batch_size=self.config.batch_size,
+                              workers=self.config.workers, progress=progress)
+        record = self.store.feature_set(extractor.feature_set, extractor.preprocessing)
+        self.catalog.get(record, self.metric())
+        return report
+
+    def search(self, query: str, *, feature_set: FeatureSet | None = None,
+               k: int | None = None) -> SearchResult:
+        """Gives the nearest images to a query written as text (a file, or an indexed id)."""
+        service = self.search_service()
+        resolved = service.resolve(query)
+        record = self.indexed_feature_set(feature_set)
+        return service.search(resolved, feature_set=record, metric=self.metric(),
+                              k=k or self.config.k)
+
+    def info(self) -> CatalogueInfo:
+        """Gives what the catalogue holds, per feature set, with its indexes' state."""
+        sets = [
+            FeatureSetInfo(record.name, record.preprocessing, record.dim,
+                           self.store.count_vectors(record.id), self.catalog.status(record))
+            for record in self.store.feature_sets()
+        ]
+        return CatalogueInfo(str(self.store.path), self.store.schema_version,
+                             self.store.count_images(), sets)
+
+    def remove(self, path: str) -> int:
+        """Removes every image at or below path from the catalogue; gives how many."""
+        check_name(path)
+        target = os.path.realpath(path)
+        removed = self.store.remove_under(target)
+        if removed == 0:
+            raise NotIndexedError(f"nothing is indexed at {target}")
+        return removed

@@ -248,7 +248,7 @@ class Store:
             )
         record = self.feature_set(fs, preprocessing)
         if record.dim != dim:
-            raise StoreVersionError(
+            raise StoreError(
                 f"feature set {fs} is stored with {record.dim} dimensions but the model now "
                 f"gives {dim}; remove the catalogue's vectors for it or use another --db"
             )

@@ -12,11 +12,10 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from semsearch.index.exact import Calibration, ExactIndex, Metric, calibration
 from semsearch.store import FeatureSetRecord, Store
@@ -28,12 +27,11 @@ MANIFEST_FORMAT = 3
 
 @dataclass(frozen=True)
 class LoadedIndex:
+    """An index in memory with its manifest, and the score calibration read from it once."""
+
     index: ExactIndex
     manifest: dict[str, Any]
-
-    @property
-    def calibration(self) -> Calibration:
-        return Calibration(**self.manifest["score_calibration"])
+    calibration: Calibration
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ class IndexStatus:
     path: str
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.close(fd)
     try:
@@ -96,10 +94,9 @@ class IndexCatalog:
         if manifest is not None and self.is_fresh(record, manifest):
             try:
                 index = ExactIndex.load(self.folder / manifest["file"], metric)
-                loaded = LoadedIndex(index, manifest)
-                loaded.calibration.scores(np.zeros(1, np.float32))
+                calib = Calibration(**manifest["score_calibration"])
                 if len(index) == manifest.get("count") and index.dim == record.dim:
-                    return loaded
+                    return LoadedIndex(index, manifest, calib)
                 log.warning("index %s does not match the catalogue; rebuilding",
                             manifest["file"])
             except Exception as exc:  # noqa: BLE001 - a damaged file is rebuilt, not fatal
@@ -146,7 +143,7 @@ class IndexCatalog:
                         self.folder, exc.strerror or exc)
         log.info("built %s index of %s (%d vectors) in %.2fs", metric, record.name, len(ids),
                  time.perf_counter() - started)
-        return LoadedIndex(index, manifest)
+        return LoadedIndex(index, manifest, calib)
 
     def status(self, record: FeatureSetRecord) -> list[IndexStatus]:
         """Gives the saved indexes of a feature set and whether each is fresh."""

@@ -17,7 +17,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from semsearch.errors import SemsearchError
+from semsearch.config import cores_or
+from semsearch.errors import ModelCacheError
 from semsearch.models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ def _export_to_cache(spec: ModelSpec, layers: Sequence[str], path: Path) -> None
     try:
         export_onnx(spec, layers, path)
     except OSError as exc:
-        raise SemsearchError(
+        raise ModelCacheError(
             f"cannot write the model cache in {path.parent}: {exc.strerror or exc} "
             "(setting cache_dir)"
         ) from None
@@ -143,7 +144,7 @@ class OnnxBackbone:
         self.path = path
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.intra_op_num_threads = cores_or(threads)
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         # Idle runtime threads would otherwise spin, taking the cores the decoders need.

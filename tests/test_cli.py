@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.conftest import dataset
+from tests.conftest import dataset, make_image
 
 from semsearch.cli import main
 from semsearch.store import Store
@@ -60,8 +60,7 @@ def test_mistakes_give_one_clear_line(capsys: pytest.CaptureFixture[str], argv: 
 
 
 def test_empty_catalogue(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    image = tmp_path / "q.png"
-    shutil.copy(next(dataset("iconic200").glob("*/*.jpg")), image)
+    image = make_image(tmp_path / "q.png", seed=1)
     code, _, err = _run(capsys, "search", str(image))
     assert code == 1 and "run `semsearch index FOLDER` first" in err
     code, out, _ = _run(capsys, "info", "--json")

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from tests.conftest import make_image
 
 from semsearch.featureset import FeatureSet
@@ -156,19 +157,22 @@ def test_non_utf8_file_name_is_skipped_with_a_printable_reason(tiny_session: Ses
     skipped.path.encode("utf-8")  # safe to print and to put in JSON
 
 
-def test_unlistable_folder_keeps_what_is_stored(tiny_session: Session, gallery: Path) -> None:
+def test_unlistable_folder_keeps_what_is_stored(tiny_session: Session, gallery: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import semsearch.indexing
     from semsearch.images import Scan, scan_images
-    from semsearch.indexing import _Plan
 
     _index(tiny_session, gallery)
-    full = scan_images(gallery)
     hidden = str(gallery / "class1")
-    # What a scan gives when class1 cannot be listed.
-    scan = Scan([f for f in full.files if not f.path.startswith(hidden + os.sep)],
-                [(hidden, "cannot list folder: Permission denied")], [hidden])
-    record = tiny_session.store.feature_set(tiny_session.feature_set())
-    plan = _Plan(tiny_session.store, record.id, str(gallery), scan)
-    assert plan.missing_ids == set()
+    full = scan_images(gallery)
+    # What scan_images gives when class1 cannot be listed (test_scan_reports_unlistable_
+    # folders checks that it does); root could list it, so the scan is staged here.
+    staged = Scan([f for f in full.files if not f.path.startswith(hidden + os.sep)],
+                  [(hidden, "cannot list folder: Permission denied")], [hidden])
+    monkeypatch.setattr(semsearch.indexing, "scan_images", lambda root: staged)
+    report = _index(tiny_session, gallery)
+    assert report.removed == 0 and tiny_session.store.count_images() == 12
+    assert [s.reason for s in report.failed] == ["cannot list folder: Permission denied"]
 
 
 def test_scan_reports_unlistable_folders() -> None:

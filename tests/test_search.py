@@ -191,3 +191,18 @@ def test_fifo_query_is_refused_without_blocking(indexed: Session, tmp_path: Path
     os.mkfifo(tmp_path / "pipe.jpg")
     with pytest.raises(QueryError, match="not a regular file"):
         indexed.search_service().resolve(str(tmp_path / "pipe.jpg"))
+
+
+def test_search_asks_for_more_when_nearest_files_are_gone(tiny_session: Session,
+                                                         tmp_path: Path) -> None:
+    root = tmp_path / "many"
+    for i in range(40):
+        make_image(root / "x" / f"{i:02d}.png", seed=200 + i)
+    index_folder(tiny_session.store, tiny_session.extractor(tiny_session.feature_set()), root)
+    service = tiny_session.search_service()
+    record = _record(tiny_session)
+    full = service.search(KnownImageQuery(1), feature_set=record, metric=Metric(), k=39)
+    for hit in full.hits[:20]:  # more than the first fetch (k + 9) can make up for
+        Path(hit.path).unlink()
+    result = service.search(KnownImageQuery(1), feature_set=record, metric=Metric(), k=5)
+    assert [h.image_id for h in result.hits] == [h.image_id for h in full.hits[20:25]]

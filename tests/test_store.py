@@ -146,3 +146,20 @@ def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
         assert len({s.catalogue_id for s in stores}) == 1
         for store in stores:
             store.close()
+
+
+def test_one_store_serves_many_threads(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with Store.open(tmp_path / "s.db") as store:
+        fs = store.ensure_feature_set(FS, "prep", 4)
+
+        def write(i: int) -> None:
+            store.write_batch(fs.id, [_item(f"/x/{i}.png", sha=f"{i:064x}", value=float(i))])
+            assert store.vectors(fs.id)[0].size >= 1 and store.version(fs.id) >= 1
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(write, range(200)))
+        ids, vectors = store.vectors(fs.id)
+        assert len(ids) == 200 and store.version(fs.id) == 200
+        assert sorted(vectors[:, 0].tolist()) == [float(i) for i in range(200)]

@@ -8,11 +8,13 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -150,6 +152,8 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        # One connection serves every thread (a server's workers, say), one at a time.
+        self._lock = threading.RLock()
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> Store:
@@ -188,31 +192,36 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _read(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
+        """Gives all rows of a query; one thread at a time uses the connection."""
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"cannot write to {self.path}: {exc}") from None
-        try:
-            yield self._conn
-        except sqlite3.OperationalError as exc:
-            self._conn.execute("ROLLBACK")
-            raise StoreError(f"cannot write to {self.path}: {exc}") from None
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"cannot write to {self.path}: {exc}") from None
+            try:
+                yield self._conn
+            except sqlite3.OperationalError as exc:
+                self._conn.execute("ROLLBACK")
+                raise StoreError(f"cannot write to {self.path}: {exc}") from None
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     @property
     def catalogue_id(self) -> str:
         """Gives the random id this catalogue was given when created."""
-        row = self._conn.execute("SELECT value FROM meta WHERE key = 'catalogue_id'").fetchone()
-        return str(row[0])
+        return str(self._read("SELECT value FROM meta WHERE key = 'catalogue_id'")[0][0])
 
     @property
     def schema_version(self) -> int:
-        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        return int(self._read("PRAGMA user_version")[0][0])
 
     def _migrate(self) -> None:
         if self.schema_version == SCHEMA_VERSION:
@@ -257,25 +266,25 @@ class Store:
     def _feature_set_rows(
         self, where: str = "", args: Sequence[object] = ()
     ) -> list[FeatureSetRecord]:
-        rows = self._conn.execute(
+        rows = self._read(
             "SELECT f.id, f.model, f.layer, f.pooling, f.preprocessing, f.dim, f.version"
             f" FROM feature_sets f {where} ORDER BY f.id",
             args,
-        ).fetchall()
+        )
         return [FeatureSetRecord(r[0], FeatureSet(r[1], r[2], r[3]), r[4], r[5], r[6])
                 for r in rows]
 
     def version(self, fs_id: int) -> int:
         """Gives a feature set's current version (one indexed lookup)."""
-        row = self._conn.execute("SELECT version FROM feature_sets WHERE id = ?",
-                                 (fs_id,)).fetchone()
+        rows = self._read("SELECT version FROM feature_sets WHERE id = ?", (fs_id,))
+        row = rows[0] if rows else None
         if row is None:
             raise NotIndexedError(f"feature set {fs_id} is no longer in the catalogue")
         return int(row[0])
 
     def count_vectors(self, fs_id: int) -> int:
-        return int(self._conn.execute(
-            "SELECT COUNT(*) FROM vectors WHERE feature_set_id = ?", (fs_id,)).fetchone()[0])
+        return int(self._read(
+            "SELECT COUNT(*) FROM vectors WHERE feature_set_id = ?", (fs_id,))[0][0])
 
     def feature_sets(self) -> list[FeatureSetRecord]:
         return self._feature_set_rows()
@@ -298,11 +307,11 @@ class Store:
     # -- images -------------------------------------------------------------------------------
 
     def _image_rows(self, where: str, args: Sequence[object]) -> list[ImageRecord]:
-        rows = self._conn.execute(
+        rows = self._read(
             "SELECT id, path, size, mtime_ns, sha256, width, height, label FROM images "
             + where,
             args,
-        ).fetchall()
+        )
         return [ImageRecord(*row) for row in rows]
 
     def images_under(self, root: str) -> dict[str, ImageRecord]:
@@ -345,41 +354,37 @@ class Store:
         return found
 
     def count_images(self) -> int:
-        return int(self._conn.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+        return int(self._read("SELECT COUNT(*) FROM images")[0][0])
 
     def image_ids_with_vectors(self, fs_id: int) -> set[int]:
-        rows = self._conn.execute(
-            "SELECT image_id FROM vectors WHERE feature_set_id = ?", (fs_id,)
-        )
+        rows = self._read("SELECT image_id FROM vectors WHERE feature_set_id = ?", (fs_id,))
         return {r[0] for r in rows}
 
     # -- vectors ------------------------------------------------------------------------------
 
     def vectors(self, fs_id: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """Gives (image ids, float32 matrix) of every vector in the feature set, by image id."""
-        dim = int(self._conn.execute(
-            "SELECT dim FROM feature_sets WHERE id = ?", (fs_id,)).fetchone()[0])
-        rows = self._conn.execute(
+        dim = int(self._read("SELECT dim FROM feature_sets WHERE id = ?", (fs_id,))[0][0])
+        rows = self._read(
             "SELECT image_id, vector FROM vectors WHERE feature_set_id = ? ORDER BY image_id",
             (fs_id,),
-        ).fetchall()
+        )
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
         return ids, matrix.reshape(len(rows), dim).copy()
 
     def vector(self, fs_id: int, image_id: int) -> npt.NDArray[np.float32] | None:
-        row = self._conn.execute(
+        rows = self._read(
             "SELECT vector FROM vectors WHERE feature_set_id = ? AND image_id = ?",
             (fs_id, image_id),
-        ).fetchone()
-        return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
+        )
+        return np.frombuffer(rows[0][0], dtype=np.float32).copy() if rows else None
 
     def write_batch(self, fs_id: int, new: Sequence[NewImage], moves: Sequence[Move] = ()) -> None:
         """Stores a batch of new vectors and moved images in one transaction."""
         now = time.time()
         touched_sets = {fs_id} if new else set()
-        dim = int(self._conn.execute(
-            "SELECT dim FROM feature_sets WHERE id = ?", (fs_id,)).fetchone()[0])
+        dim = int(self._read("SELECT dim FROM feature_sets WHERE id = ?", (fs_id,))[0][0])
         with self._transaction() as conn:
             for move in moves:
                 touched_sets |= self._repoint(conn, move.image_id, move.path, move.size,

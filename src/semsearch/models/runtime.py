@@ -53,6 +53,7 @@ class TorchBackbone:
         self._shapes = {name: find_layer(table, name, spec.name).shape for name in layers}
         self.layers = list(layers)
         self._taps = Taps(net, self.layers, spec.mean, spec.std, spec.classifier).eval()
+        self._lock = threading.Lock()  # Taps keeps each call's outputs on the module
 
     def run(self, images: npt.NDArray[np.uint8]) -> dict[str, npt.NDArray[np.float32]]:
         import torch
@@ -60,7 +61,7 @@ class TorchBackbone:
         batch = np.ascontiguousarray(images)
         if not batch.flags.writeable:
             batch = batch.copy()  # torch wants memory it may write to
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
             outputs = self._taps(torch.from_numpy(batch))
         return {name: out.numpy() for name, out in zip(self.layers, outputs, strict=True)}
 

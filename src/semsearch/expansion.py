@@ -18,7 +18,7 @@ import numpy.typing as npt
 Vectors = npt.NDArray[np.float32]
 
 
-def l2_normalize(x: Vectors) -> Vectors:
+def l2_normalize(x: npt.NDArray[np.floating]) -> Vectors:
     """Gives the rows scaled to unit length (zero rows stay zero)."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
 
 
-def tiny_net():  # type: ignore[no-untyped-def]
+def tiny_net(seed: int = 0):  # type: ignore[no-untyped-def]
     import torch
     from torch import nn
 
@@ -41,7 +41,7 @@ def tiny_net():  # type: ignore[no-untyped-def]
             x = self.head_act(self.head(x))
             return self.fc(torch.flatten(self.pool(x), 1))
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     return TinyNet().eval()
 
 
@@ -58,6 +58,11 @@ TINY = ModelSpec(
 )
 
 
+# A second tiny model with another input size, for composite feature sets.
+TINY2 = ModelSpec(**{**TINY.__dict__, "name": "tiny2", "preprocess": Preprocess(40),
+                     "build": lambda: tiny_net(seed=1), "weights_id": lambda: "tiny-seed1"})
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One ONNX cache for the whole test session, so each graph is exported once."""
@@ -68,6 +73,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_registry() -> ModelRegistry:
     registry = default_registry()
     registry.register(TINY)
+    registry.register(TINY2)
     return registry
 
 

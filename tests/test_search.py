@@ -206,3 +206,31 @@ def test_search_asks_for_more_when_nearest_files_are_gone(tiny_session: Session,
         Path(hit.path).unlink()
     result = service.search(KnownImageQuery(1), feature_set=record, metric=Metric(), k=5)
     assert [h.image_id for h in result.hits] == [h.image_id for h in full.hits[20:25]]
+
+
+def test_composite_feature_set_indexes_and_searches(tiny_session: Session,
+                                                    gallery: Path, tmp_path: Path) -> None:
+    from semsearch.featureset import FeatureSet
+
+    fs = tiny_session.feature_set(model="tiny+tiny2", pool="gem")
+    assert fs == FeatureSet.parse("tiny+tiny2@head_act/gem")
+    extractor = tiny_session.extractor(fs)
+    assert extractor.dim == 64 and extractor.preprocessing.count("+") == 1
+    report = index_folder(tiny_session.store, extractor, gallery, batch_size=4)
+    assert report.embedded == 12
+    record = tiny_session.store.feature_set(fs)
+    ids, vectors = tiny_session.store.vectors(record.id)
+    # Each model's half is normalized on its own before the whole is.
+    np.testing.assert_allclose(np.linalg.norm(vectors[:, :32], axis=1), 2 ** -0.5, rtol=1e-5)
+    single = tiny_session.extractor(tiny_session.feature_set(model="tiny", pool="gem"))
+    first = single.embed_image(str(gallery / "class0" / "img00.png"))
+    row = int(np.flatnonzero(ids == tiny_session.store.image_by_path(
+        str(gallery / "class0" / "img00.png")).id)[0])  # type: ignore[union-attr]
+    np.testing.assert_allclose(vectors[row, :32], first / np.linalg.norm(first) * 2 ** -0.5,
+                               rtol=1e-4, atol=1e-6)
+    copy = tmp_path / "copy.png"
+    copy.write_bytes((gallery / "class2" / "img05.png").read_bytes())
+    service = tiny_session.search_service()
+    result = service.search(service.resolve(str(copy)), feature_set=record, metric=Metric(), k=2)
+    assert result.hits[0].path == str(gallery / "class2" / "img05.png")
+    assert result.hits[0].score > 0.99

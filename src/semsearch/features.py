@@ -1,16 +1,42 @@
 """Turning images into one feature set's vectors: decode, preprocess, backbone, pool. The
-same path serves the gallery and queries, so a query is embedded exactly as the gallery was."""
+same path serves the gallery and queries, so a query is embedded exactly as the gallery was.
+
+A composite feature set (`lite0+lite1+lite2@_head_act/gem`) runs several models on one
+decode of each image and concatenates their vectors, each normalized, so every model weighs
+the same."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from semsearch.expansion import concatenate
 from semsearch.featureset import FeatureSet
-from semsearch.images import open_image
+from semsearch.images import OpenedImage, open_image
 from semsearch.models.registry import ModelSpec
 from semsearch.models.runtime import Backbone
 from semsearch.pooling import pool, pooled_dim
+
+
+class Extractor(Protocol):
+    """What indexing and search need from an extractor, single-model or composite."""
+
+    feature_set: FeatureSet
+    dim: int
+
+    @property
+    def preprocessing(self) -> str: ...
+
+    def decode(self, source: str | bytes, name: str | None = None
+               ) -> tuple[Any, tuple[int, int]]: ...
+
+    def embed_many(self, inputs: Sequence[Any]) -> npt.NDArray[np.float32]: ...
+
+    def embed_image(self, source: str | bytes,
+                    name: str | None = None) -> npt.NDArray[np.float32]: ...
 
 
 class FeatureExtractor:
@@ -51,7 +77,45 @@ class FeatureExtractor:
         maps = self.backbone.run(pixels)[self.feature_set.layer]
         return pool(maps, self.feature_set.pooling)
 
+    def embed_many(self, inputs: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
+        """Gives (N, dim) vectors for N decoded images."""
+        return self.embed(np.stack(list(inputs)))
+
     def embed_image(self, source: str | bytes, name: str | None = None) -> npt.NDArray[np.float32]:
         """Gives the vector of one image file or encoded image bytes."""
         pixels, _ = self.decode(source, name)
         return self.embed(pixels[None])[0]
+
+
+class CompositeExtractor:
+    """Several single-model extractors on one decode of each image; the vector is the
+    normalized concatenation of theirs."""
+
+    def __init__(self, feature_set: FeatureSet, parts: Sequence[FeatureExtractor]) -> None:
+        self.feature_set = feature_set
+        self.parts = list(parts)
+        self.dim = sum(part.dim for part in self.parts)
+        self.max_pixels = min(part.max_pixels for part in self.parts)
+        self._short_side = max(part.spec.preprocess.resize_short for part in self.parts)
+
+    @property
+    def preprocessing(self) -> str:
+        return "+".join(part.preprocessing for part in self.parts)
+
+    def decode(self, source: str | bytes, name: str | None = None
+               ) -> tuple[tuple[npt.NDArray[np.uint8], ...], tuple[int, int]]:
+        """Gives each part's network input from one decode, and the image's full size."""
+        opened: OpenedImage = open_image(source, max_pixels=self.max_pixels,
+                                         min_short_side=self._short_side, name=name)
+        inputs = tuple(part.spec.preprocess(opened.image) for part in self.parts)
+        return inputs, (opened.width, opened.height)
+
+    def embed_many(self, inputs: Sequence[tuple[npt.NDArray[np.uint8], ...]]
+                   ) -> npt.NDArray[np.float32]:
+        vectors = [part.embed(np.stack([item[i] for item in inputs]))
+                   for i, part in enumerate(self.parts)]
+        return concatenate(vectors)
+
+    def embed_image(self, source: str | bytes, name: str | None = None) -> npt.NDArray[np.float32]:
+        inputs, _ = self.decode(source, name)
+        return self.embed_many([inputs])[0]

@@ -16,13 +16,14 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from semsearch.config import cores_or
 from semsearch.errors import BadImageError
-from semsearch.features import FeatureExtractor
+from semsearch.features import Extractor
 from semsearch.images import ImageFile, Scan, check_name, read_bytes, scan_images
 from semsearch.store import ImageRecord, Move, NewImage, Store
 
@@ -71,7 +72,7 @@ class _Undecodable:
 class _Decoded:
     file: ImageFile
     sha256: str
-    pixels: npt.NDArray[np.uint8]
+    pixels: Any  # the extractor's decoded input: an array, or one per model of a composite
     width: int
     height: int
     replaces: int | None
@@ -114,7 +115,7 @@ def _certainly_gone(path: str) -> bool:
 
 
 def _prepare(
-    extractor: FeatureExtractor, plan: _Plan, f: ImageFile, rec: ImageRecord | None
+    extractor: Extractor, plan: _Plan, f: ImageFile, rec: ImageRecord | None
 ) -> _Decoded | Move | _Undecodable:
     check_name(f.path)
     data = read_bytes(f.path)
@@ -141,7 +142,7 @@ def _prepare(
 
 def index_folder(
     store: Store,
-    extractor: FeatureExtractor,
+    extractor: Extractor,
     root: str | os.PathLike[str],
     *,
     batch_size: int = 32,
@@ -174,7 +175,7 @@ def index_folder(
         nonlocal decoded, moves
         new: list[NewImage] = []
         if decoded:
-            vectors = extractor.embed(np.stack([d.pixels for d in decoded]))
+            vectors = extractor.embed_many([d.pixels for d in decoded])
             finite: npt.NDArray[np.bool_] = np.asarray(np.isfinite(vectors).all(axis=1))
             for i in np.flatnonzero(~finite):
                 report.failed.append(Skipped(decoded[i].file.path,

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from semsearch.errors import NotIndexedError, QueryError
-from semsearch.features import FeatureExtractor
+from semsearch.features import Extractor
 from semsearch.images import printable
 from semsearch.index.catalog import IndexCatalog, LoadedIndex
 from semsearch.index.exact import Metric
@@ -74,7 +74,7 @@ class SearchService:
         self,
         store: Store,
         catalog: IndexCatalog,
-        extractor_for: Callable[[FeatureSetRecord], FeatureExtractor],
+        extractor_for: Callable[[FeatureSetRecord], Extractor],
     ) -> None:
         self.store = store
         self.catalog = catalog

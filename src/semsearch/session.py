@@ -9,7 +9,7 @@ from pathlib import Path
 
 from semsearch.config import Config
 from semsearch.errors import NotIndexedError
-from semsearch.features import FeatureExtractor
+from semsearch.features import CompositeExtractor, Extractor, FeatureExtractor
 from semsearch.featureset import FeatureSet
 from semsearch.images import check_name
 from semsearch.index.catalog import IndexCatalog, IndexStatus
@@ -47,7 +47,7 @@ class Session:
         self.registry = registry or default_registry()
         self.store = store or Store.open(config.db_path(), create=create)
         self.catalog = IndexCatalog(self.store)
-        self._extractors: dict[tuple[str, str], FeatureExtractor] = {}
+        self._extractors: dict[str, Extractor] = {}
         self._search: SearchService | None = None
 
     def close(self) -> None:
@@ -66,26 +66,30 @@ class Session:
     def feature_set(self, model: str | None = None, layer: str | None = None,
                     pool: str | None = None) -> FeatureSet:
         """Gives the feature set named by the arguments, falling back to the settings and to
-        the model's default layer."""
-        spec = self.registry.get(model or self.config.model)
-        return FeatureSet(spec.name, layer or self.config.layer or spec.default_layer,
+        the (first) model's default layer. `a+b` names a composite of models a and b."""
+        name = model or self.config.model
+        specs = [self.registry.get(part) for part in name.split("+")]
+        return FeatureSet(name, layer or self.config.layer or specs[0].default_layer,
                           pool or self.config.pool)
 
     def metric(self, name: str | None = None, p: float | None = None) -> Metric:
         return Metric(name or self.config.metric, p or self.config.minkowski_p)
 
-    def extractor(self, fs: FeatureSet) -> FeatureExtractor:
-        """Gives the (cached) extractor for a feature set, loading its backbone."""
-        spec = self.registry.get(fs.model)
-        key = (str(fs), spec.preprocess.name)
+    def extractor(self, fs: FeatureSet) -> Extractor:
+        """Gives the (cached) extractor for a feature set, loading its backbones."""
+        key = str(fs)
         if key not in self._extractors:
-            backbone = load_backbone(spec, [fs.layer], runtime=self.config.runtime,
-                                     cache_dir=self.cache_dir, threads=self.config.threads)
-            self._extractors[key] = FeatureExtractor(
-                spec, fs, backbone, flat_max_dims=self.config.flat_max_dims,
-                max_pixels=self.config.max_pixels,
-            )
+            parts = [self._single(FeatureSet(model, fs.layer, fs.pooling))
+                     for model in fs.model.split("+")]
+            self._extractors[key] = parts[0] if len(parts) == 1 else CompositeExtractor(fs, parts)
         return self._extractors[key]
+
+    def _single(self, fs: FeatureSet) -> FeatureExtractor:
+        spec = self.registry.get(fs.model)
+        backbone = load_backbone(spec, [fs.layer], runtime=self.config.runtime,
+                                 cache_dir=self.cache_dir, threads=self.config.threads)
+        return FeatureExtractor(spec, fs, backbone, flat_max_dims=self.config.flat_max_dims,
+                                max_pixels=self.config.max_pixels)
 
     def indexed_feature_set(self, fs: FeatureSet | None) -> FeatureSetRecord:
         """Gives the stored feature set to search: the one asked for, else the default one if

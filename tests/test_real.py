@@ -142,3 +142,19 @@ def test_kill_9_resumes_with_nothing_lost_or_duplicated(tmp_path: Path, cache_di
     expected = dict(zip(clean_paths, clean_vectors, strict=True))
     for path, vector in zip(paths, vectors, strict=True):
         np.testing.assert_allclose(vector, expected[path], rtol=1e-4, atol=1e-5)
+
+
+def test_expansion_keeps_an_external_copy_next_to_its_original(lite0_session: Session,
+                                                               tmp_path: Path) -> None:
+    root = dataset("iconic200")
+    extractor = lite0_session.extractor(lite0_session.feature_set())
+    index_folder(lite0_session.store, extractor, root)
+    service = lite0_session.search_service()
+    record = lite0_session.indexed_feature_set(None)
+    for name in ("banana/191.jpg", "tractor/041.jpg", "stonehenge/101.jpg"):
+        copy = tmp_path / name.replace("/", "-")
+        shutil.copy(root / name, copy)
+        result = service.search(service.resolve(str(copy)), feature_set=record,
+                                metric=Metric(), k=5, expand_k=10)
+        assert result.hits[0].path == str(root / name)
+        assert all(hit.label == name.split("/")[0] for hit in result.hits)

@@ -234,3 +234,61 @@ def test_composite_feature_set_indexes_and_searches(tiny_session: Session,
     result = service.search(service.resolve(str(copy)), feature_set=record, metric=Metric(), k=2)
     assert result.hits[0].path == str(gallery / "class2" / "img05.png")
     assert result.hits[0].score > 0.99
+
+
+@pytest.fixture
+def clustered(tiny_session: Session, tmp_path: Path) -> Session:
+    for i in range(30):
+        make_image(tmp_path / "c" / f"k{i % 3}" / f"{i:02d}.png", seed=300 + i)
+    index_folder(tiny_session.store, tiny_session.extractor(tiny_session.feature_set()),
+                 tmp_path / "c", batch_size=8)
+    return tiny_session
+
+
+def test_expansion_searches_the_dba_gallery(clustered: Session) -> None:
+    from semsearch.expansion import database_augmentation
+
+    record = _record(clustered)
+    service = clustered.search_service()
+    result = service.search(KnownImageQuery(1), feature_set=record, metric=Metric(), k=10,
+                            expand_k=5)
+    assert result.metric == "cosine + DBA/QE k=5"
+    ids, vectors = clustered.store.vectors(record.id)
+    dba = database_augmentation(vectors, k=5)
+    sims = dba @ dba[list(ids).index(1)]
+    expected = [int(ids[i]) for i in np.argsort(-sims) if ids[i] != 1][:10]
+    assert [h.image_id for h in result.hits] == expected
+    plain = service.search(KnownImageQuery(1), feature_set=record, metric=Metric(), k=10)
+    assert plain.metric == "cosine"
+    statuses = {s.expansion for s in clustered.catalog.status(record)}
+    assert statuses == {"", "DBA + query expansion, k=5"}
+
+
+def test_external_query_is_expanded_over_its_nearest_originals(clustered: Session) -> None:
+    from semsearch.expansion import l2_normalize
+
+    record = _record(clustered)
+    loaded = clustered.catalog.get(record, Metric(), 5)
+    ids, vectors = clustered.store.vectors(record.id)
+    originals = l2_normalize(vectors)
+    q = originals[3] * 0.7 + originals[20] * 0.3
+    sims = originals @ (q / np.linalg.norm(q))
+    top = np.argsort(-sims)[:4]  # k - 1 neighbours
+    expected = q / np.linalg.norm(q) + (sims[top] ** 3) @ originals[top]
+    np.testing.assert_allclose(loaded.expand(q), expected / np.linalg.norm(expected),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_expansion_is_cosine_only_and_capped(clustered: Session,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import semsearch.index.catalog as catalog
+
+    record = _record(clustered)
+    service = clustered.search_service()
+    euclid = service.search(KnownImageQuery(1), feature_set=record, metric=Metric("euclidean"),
+                            k=3, expand_k=5)
+    assert euclid.metric == "euclidean"
+    monkeypatch.setattr(catalog, "EXPAND_MAX", 10)
+    capped = clustered.catalog.build(record, Metric(), 5)
+    assert capped.expand_k == 0 and capped.base is None
+    assert capped.manifest["expand_k"] == 5

@@ -66,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("index", help="index a folder of images (incremental)")
     p.add_argument("path", help="folder or image file")
-    _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", "batch_size", "workers",
-                      *_RUN_FLAGS))
+    _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", "expand_k", "batch_size",
+                      "workers", *_RUN_FLAGS))
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=cmd_index)
 
@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("query", help="an image file (indexed or not) or an indexed id (N or id:N)")
     p.add_argument("-k", "--k", dest="k", default=None, metavar="K",
                    help="number of results (default 10)")
-    _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", *_RUN_FLAGS))
+    _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", "expand_k", *_RUN_FLAGS))
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.set_defaults(run=cmd_search)
 
@@ -199,7 +199,8 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
               f"[{item.preprocessing}]")
         for status in item.indexes:
             state = "fresh" if status.fresh else "stale, rebuilt on next search"
-            print(f"    index {status.metric}: {status.count} vectors, {state}")
+            extra = f", {status.expansion}" if status.expansion else ""
+            print(f"    index {status.metric}: {status.count} vectors, {state}{extra}")
     return 0
 
 

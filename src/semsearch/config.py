@@ -105,6 +105,10 @@ class Config:
         "cosine", "distance: cosine, euclidean, sqeuclidean, minkowski or ip", str
     )
     minkowski_p: float = _setting(3.0, "exponent p of the minkowski distance", _positive_float)
+    expand_k: int = _setting(
+        0, "database-side augmentation and query expansion over this many nearest neighbours "
+        "(0 or 1: off; cosine metric only; left out above 20,000 images)", _non_negative_int
+    )
     k: int = _setting(10, "number of results a search returns", _positive_int)
     batch_size: int = _setting(32, "images per inference batch and per store transaction",
                                _positive_int)

@@ -35,12 +35,16 @@ def concatenate(parts: Sequence[Vectors]) -> Vectors:
 def _weighted_neighbour_sum(queries: Vectors, gallery: Vectors, k: int,
                             alpha: float) -> npt.NDArray[np.float32]:
     """Gives, per query, the sum of its k nearest gallery vectors weighted by their
-    (non-negative) cosine similarity to the power alpha."""
-    sims = queries @ gallery.T
+    (non-negative) cosine similarity to the power alpha. Queries go in chunks, so memory
+    stays at chunk x gallery similarities."""
     k = min(k, gallery.shape[0])
-    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    weights = np.power(np.clip(np.take_along_axis(sims, top, axis=1), 0.0, None), alpha)
-    return np.einsum("qk,qkd->qd", weights, gallery[top])
+    out = np.empty((len(queries), gallery.shape[1]), dtype=np.float32)
+    for lo in range(0, len(queries), 1024):
+        sims = queries[lo:lo + 1024] @ gallery.T
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        weights = np.power(np.clip(np.take_along_axis(sims, top, axis=1), 0.0, None), alpha)
+        out[lo:lo + 1024] = np.einsum("qk,qkd->qd", weights, gallery[top])
+    return out
 
 
 def database_augmentation(gallery: Vectors, k: int = 10, alpha: float = 3.0) -> Vectors:

@@ -79,7 +79,7 @@ class SearchService:
         self.store = store
         self.catalog = catalog
         self._extractor_for = extractor_for
-        self._indexes: dict[tuple[int, str], tuple[FeatureSetRecord, LoadedIndex]] = {}
+        self._indexes: dict[tuple[int, str, int], tuple[FeatureSetRecord, LoadedIndex]] = {}
         self._lock = threading.Lock()
 
     def resolve(self, text: str) -> Query:
@@ -114,31 +114,37 @@ class SearchService:
             f"{printable(text)!r} is neither an existing image file nor an image id"
         )
 
-    def index_for(self, record: FeatureSetRecord, metric: Metric) -> LoadedIndex:
-        """Gives the fresh index of the feature set for the metric."""
-        key = (record.id, metric.tag)
+    def index_for(self, record: FeatureSetRecord, metric: Metric,
+                  expand_k: int = 0) -> LoadedIndex:
+        """Gives the fresh index of the feature set for the metric (and expansion)."""
+        key = (record.id, metric.tag, expand_k)
         with self._lock:
             version = self.store.version(record.id)
             cached = self._indexes.get(key)
             if cached and cached[0].version == version:
                 return cached[1]
             current = self.store.feature_set(record.feature_set, record.preprocessing)
-            loaded = self.catalog.get(current, metric)
+            loaded = self.catalog.get(current, metric, expand_k)
             self._indexes[key] = (current, loaded)
             return loaded
 
     def search(
-        self, query: Query, *, feature_set: FeatureSetRecord, metric: Metric, k: int = 10
+        self, query: Query, *, feature_set: FeatureSetRecord, metric: Metric, k: int = 10,
+        expand_k: int = 0,
     ) -> SearchResult:
-        """Gives the k nearest indexed images to the query, closest first."""
+        """Gives the k nearest indexed images to the query, closest first. With expand_k,
+        the gallery is searched with database-side augmentation and the query expanded
+        (cosine only)."""
         if k <= 0:
             raise QueryError(f"k must be positive, not {k}")
         started = time.perf_counter()
         exclude: int | None = None
-        vector = None
+        vector: npt.NDArray[np.float32] | None = None
+        known = False
         if isinstance(query, KnownImageQuery):
             exclude = query.image_id
             vector = self.store.vector(feature_set.id, query.image_id)
+            known = vector is not None
             if vector is None:
                 image = self.store.image(query.image_id)
                 if not os.path.exists(image.path):
@@ -155,7 +161,12 @@ class SearchService:
                 raise QueryError("an image query needs a path or image bytes")
             vector = extractor.embed_image(source, name=query.describe())
         embedded = time.perf_counter()
-        loaded = self.index_for(feature_set, metric)
+        loaded = self.index_for(feature_set, metric, expand_k)
+        if known and exclude is not None and loaded.expand_k:
+            vector = loaded.known_vector(exclude)
+        elif loaded.expand_k:
+            vector = loaded.expand(vector)
+        assert vector is not None
         keep, images = self._nearest(loaded, vector, k, exclude)
         score = loaded.calibration.scores(np.array([d for d, _ in keep]))
         hits = [
@@ -163,10 +174,11 @@ class SearchService:
             for rank, ((d, image_id), s) in enumerate(zip(keep, score, strict=True), start=1)
         ]
         finished = time.perf_counter()
+        shown = str(metric) + (f" + DBA/QE k={loaded.expand_k}" if loaded.expand_k else "")
         return SearchResult(
             query=query.describe(),
             feature_set=feature_set.name,
-            metric=str(metric),
+            metric=shown,
             hits=hits,
             embed_ms=(embedded - started) * 1000,
             search_ms=(finished - embedded) * 1000,

@@ -126,7 +126,7 @@ class Session:
         report = index_folder(self.store, extractor, path, batch_size=self.config.batch_size,
                               workers=self.config.workers, progress=progress)
         record = self.store.feature_set(extractor.feature_set, extractor.preprocessing)
-        self.catalog.get(record, self.metric())
+        self.catalog.get(record, self.metric(), self.config.expand_k)
         return report
 
     def search(self, query: str, *, feature_set: FeatureSet | None = None,
@@ -136,7 +136,7 @@ class Session:
         resolved = service.resolve(query)
         record = self.indexed_feature_set(feature_set)
         return service.search(resolved, feature_set=record, metric=self.metric(),
-                              k=k or self.config.k)
+                              k=k or self.config.k, expand_k=self.config.expand_k)
 
     def info(self) -> CatalogueInfo:
         """Gives what the catalogue holds, per feature set, with its indexes' state."""

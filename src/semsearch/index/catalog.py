@@ -17,21 +17,54 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
+from semsearch.expansion import database_augmentation, l2_normalize
 from semsearch.index.exact import Calibration, ExactIndex, Metric, calibration
 from semsearch.store import FeatureSetRecord, Store
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FORMAT = 3
+MANIFEST_FORMAT = 4
+# Database-side augmentation is exact and costs n^2 dot products; above this many vectors an
+# index is built without it (the manifest and `semsearch info` say so).
+EXPAND_MAX = 20_000
+EXPAND_ALPHA = 3.0
 
 
 @dataclass(frozen=True)
 class LoadedIndex:
-    """An index in memory with its manifest, and the score calibration read from it once."""
+    """An index in memory with its manifest and score calibration (read once). With query
+    expansion on, `index` holds the DBA gallery and `base` the original vectors."""
 
     index: ExactIndex
     manifest: dict[str, Any]
     calibration: Calibration
+    base: ExactIndex | None = None
+
+    @property
+    def expand_k(self) -> int:
+        return int(self.manifest.get("expand_k_used", 0))
+
+    def known_vector(self, image_id: int) -> npt.NDArray[np.float32] | None:
+        """Gives an indexed image's query vector: its DBA vector when expansion is on."""
+        if self.base is None:
+            return None
+        return self.index.stored(np.array([image_id], dtype=np.int64))[0]
+
+    def expand(self, query: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Gives the query as it would be in the DBA gallery: itself plus its k - 1 nearest
+        original vectors, weighted by similarity to the power alpha. Without expansion,
+        the query itself."""
+        if self.base is None or self.expand_k < 2:
+            return query
+        q = l2_normalize(query[None, :])
+        distances, ids = self.base.search(q, self.expand_k - 1)
+        keep = ids[0] >= 0
+        neighbours = self.base.stored(ids[0][keep])
+        weights = np.power(np.clip(1.0 - distances[0][keep], 0.0, None), EXPAND_ALPHA)
+        return l2_normalize(q + weights @ neighbours)[0]
 
 
 @dataclass(frozen=True)
@@ -40,6 +73,7 @@ class IndexStatus:
     count: int
     fresh: bool
     path: str
+    expansion: str
 
 
 def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
@@ -60,13 +94,13 @@ class IndexCatalog:
         self.store = store
         self.folder = folder or store.path.with_name(store.path.name + ".indexes")
 
-    def _stem(self, record: FeatureSetRecord, metric: Metric) -> str:
+    def _stem(self, record: FeatureSetRecord, metric: Metric, expand_k: int = 0) -> str:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", record.name)
         digest = hashlib.sha256(f"{record.name}|{record.preprocessing}".encode()).hexdigest()[:8]
-        return f"{slug}-{digest}.{metric.tag}"
+        return f"{slug}-{digest}.{metric.tag}" + (f"-dba{expand_k}" if expand_k else "")
 
-    def manifest_path(self, record: FeatureSetRecord, metric: Metric) -> Path:
-        return self.folder / f"{self._stem(record, metric)}.json"
+    def manifest_path(self, record: FeatureSetRecord, metric: Metric, expand_k: int = 0) -> Path:
+        return self.folder / f"{self._stem(record, metric, expand_k)}.json"
 
     def _read_manifest(self, path: Path) -> dict[str, Any] | None:
         try:
@@ -86,31 +120,45 @@ class IndexCatalog:
             and manifest.get("vectors_version") == record.version
             and manifest.get("schema_version") == self.store.schema_version
             and (self.folder / str(manifest.get("file"))).is_file()
+            and (not manifest.get("base_file")
+                 or (self.folder / str(manifest.get("base_file"))).is_file())
         )
 
-    def get(self, record: FeatureSetRecord, metric: Metric) -> LoadedIndex:
-        """Gives the feature set's index for the metric, rebuilding it if stale or missing."""
-        manifest = self._read_manifest(self.manifest_path(record, metric))
+    def get(self, record: FeatureSetRecord, metric: Metric, expand_k: int = 0) -> LoadedIndex:
+        """Gives the feature set's index for the metric, rebuilding it if stale or missing.
+        expand_k > 1 asks for DBA and query expansion over that many neighbours; it applies
+        to the cosine metric only and is left out above EXPAND_MAX vectors."""
+        expand_k = expand_k if metric.name == "cosine" and expand_k > 1 else 0
+        manifest = self._read_manifest(self.manifest_path(record, metric, expand_k))
         if manifest is not None and self.is_fresh(record, manifest):
             try:
                 index = ExactIndex.load(self.folder / manifest["file"], metric)
+                base = (ExactIndex.load(self.folder / manifest["base_file"], metric)
+                        if manifest.get("base_file") else None)
                 calib = Calibration(**manifest["score_calibration"])
                 if len(index) == manifest.get("count") and index.dim == record.dim:
-                    return LoadedIndex(index, manifest, calib)
+                    return LoadedIndex(index, manifest, calib, base)
                 log.warning("index %s does not match the catalogue; rebuilding",
                             manifest["file"])
             except Exception as exc:  # noqa: BLE001 - a damaged file is rebuilt, not fatal
                 log.warning("index %s unreadable (%s); rebuilding", manifest["file"], exc)
-        return self.build(record, metric)
+        return self.build(record, metric, expand_k)
 
-    def build(self, record: FeatureSetRecord, metric: Metric) -> LoadedIndex:
+    def build(self, record: FeatureSetRecord, metric: Metric, expand_k: int = 0) -> LoadedIndex:
         """Builds the index from the store's vectors and saves it with its manifest."""
         started = time.perf_counter()
         ids, vectors = self.store.vectors(record.id)
-        index = ExactIndex.build(vectors, ids, metric)
-        calib = calibration(index, vectors)
-        stem = self._stem(record, metric)
+        used = expand_k if len(ids) <= EXPAND_MAX else 0
+        if expand_k and not used:
+            log.warning("%s has %d vectors, more than %d: built without query expansion",
+                        record.name, len(ids), EXPAND_MAX)
+        base = ExactIndex.build(vectors, ids, metric) if used else None
+        gallery = database_augmentation(vectors, used, EXPAND_ALPHA) if used else vectors
+        index = ExactIndex.build(gallery, ids, metric)
+        calib = calibration(index, gallery)
+        stem = self._stem(record, metric, expand_k)
         file_name = f"{stem}.v{record.version}.faiss"
+        base_name = f"{stem}.v{record.version}.base.faiss" if base is not None else None
         manifest = {
             "format": MANIFEST_FORMAT,
             "kind": "exact",
@@ -124,18 +172,24 @@ class IndexCatalog:
             "vectors_version": record.version,
             "schema_version": self.store.schema_version,
             "file": file_name,
+            "base_file": base_name,
+            "expand_k": expand_k,
+            "expand_k_used": used,
+            "expand_alpha": EXPAND_ALPHA,
             "score_calibration": asdict(calib),
             "built_at": time.time(),
         }
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             _atomic_write(self.folder / file_name, index.save)
+            if base is not None and base_name is not None:
+                _atomic_write(self.folder / base_name, base.save)
             _atomic_write(
-                self.manifest_path(record, metric),
+                self.manifest_path(record, metric, expand_k),
                 lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)),
             )
             for old in self.folder.glob(f"{stem}.v*.faiss"):
-                if old.name != file_name:
+                if old.name not in (file_name, base_name):
                     old.unlink(missing_ok=True)
         except OSError as exc:
             # The index still serves this process; it is rebuilt next time.
@@ -143,7 +197,7 @@ class IndexCatalog:
                         self.folder, exc.strerror or exc)
         log.info("built %s index of %s (%d vectors) in %.2fs", metric, record.name, len(ids),
                  time.perf_counter() - started)
-        return LoadedIndex(index, manifest, calib)
+        return LoadedIndex(index, manifest, calib, base)
 
     def status(self, record: FeatureSetRecord) -> list[IndexStatus]:
         """Gives the saved indexes of a feature set and whether each is fresh."""
@@ -154,6 +208,11 @@ class IndexCatalog:
             if manifest is None:
                 continue
             metric = str(Metric(manifest.get("metric", "cosine"), float(manifest.get("p", 3.0))))
+            used = int(manifest.get("expand_k_used", 0))
+            asked = int(manifest.get("expand_k", 0))
+            expansion = (f"DBA + query expansion, k={used}" if used else
+                         f"no expansion (asked k={asked}; over {EXPAND_MAX} vectors)" if asked
+                         else "")
             found.append(IndexStatus(metric, int(manifest.get("count", 0)),
-                                     self.is_fresh(record, manifest), str(path)))
+                                     self.is_fresh(record, manifest), str(path), expansion))
         return found

@@ -75,6 +75,15 @@ class ExactIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def stored(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        """Gives the stored vectors (normalized, for cosine) of the given ids."""
+        # Indexes are built from the catalogue in id order, so ids are sorted.
+        rows = np.minimum(np.searchsorted(self.ids, ids), max(len(self.ids) - 1, 0))
+        if len(self.ids) == 0 or not np.array_equal(self.ids[rows], ids):
+            missing = sorted(set(ids.tolist()) - set(self.ids.tolist()))[:5]
+            raise KeyError(f"ids not in the index: {missing}")
+        return np.asarray(self._xb[rows], dtype=np.float32)
+
     @classmethod
     def build(
         cls, vectors: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], metric: Metric

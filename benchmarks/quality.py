@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from semsearch.config import Config, resolve
+from semsearch.config import resolve
 from semsearch.evaluate import Scores, evaluate
 from semsearch.expansion import concatenate, database_augmentation
 from semsearch.featureset import FeatureSet
@@ -103,8 +103,9 @@ def main() -> int:
         config = resolve({"db": str(Path(tmp) / "q.db"),
                           "cache_dir": args.cache_dir or str(Path(tmp) / "cache")}, env={})
         with Session(config) as session:
-            default = session.feature_set()
-            default_metric = session.metric()
+            # The configuration `semsearch index` / `search` use with no options.
+            default_name = f"{session.feature_set()} {session.metric()}" + (
+                f" + DBA k={config.expand_k}" if config.expand_k > 1 else "")
             for name in names:
                 started = time.perf_counter()
                 folder = DATASETS / name
@@ -112,7 +113,8 @@ def main() -> int:
                 feats = {m: embed(session, folder, m) for m in MODELS}
                 scored = {cfg: evaluate(vectors, labels, metric).overall
                           for cfg, (vectors, metric) in configurations(feats).items()}
-                default_name = f"{default} {default_metric}"
+                if default_name not in scored:
+                    sys.exit(f"the default configuration {default_name!r} is not measured here")
                 results[name] = scored
                 print(f"\n== {name}: {len(labels)} images, {len(set(labels))} classes "
                       f"({time.perf_counter() - started:.0f} s)")
@@ -125,17 +127,17 @@ def main() -> int:
                 for cfg, s in sorted(scored.items(), key=lambda kv: -kv[1].weighted_p15):
                     mark = "  <- default" if cfg == default_name else ""
                     print(f"     {cfg:<50} {s.weighted_p15:6.2f}  {s.map:6.3f}{mark}")
-    _check_default(results, f"{default} {default_metric}", config)
+    _report(results, default_name)
     return 0
 
 
-def _check_default(results: dict[str, dict[str, Scores]], default_name: str,
-                   config: Config) -> None:
+def _report(results: dict[str, dict[str, Scores]], default_name: str) -> None:
     names = list(results)
     mean = {cfg: np.mean([results[n][cfg].weighted_p15 for n in names])
             for cfg in results[names[0]]}
     best = max(mean, key=lambda cfg: mean[cfg])
     print(f"\nbest label-free configuration by mean over {', '.join(names)}: {best}")
+    print(f"default configuration: {default_name}")
     for name in names:
         s, d = results[name][best], results[name][default_name]
         print(f"  {name:<11} best {s.weighted_p15:6.2f} (mAP {s.map:.3f})   "

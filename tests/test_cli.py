@@ -105,7 +105,8 @@ def test_index_search_info_remove(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert code == 0 and out.count("banana") >= 2 and "%" in out
 
     code, out, _ = _run(capsys, "info")
-    assert code == 0 and "lite0@_head_act/avg  8 vectors x 1280 dims" in out and "fresh" in out
+    assert code == 0 and "lite0+lite1+lite2@_head_act/gem  8 vectors x 3840 dims" in out
+    assert "fresh, DBA + query expansion, k=10" in out
 
     code, out, _ = _run(capsys, "remove", str(folder / "tractor"))
     assert code == 0 and "removed 4" in out

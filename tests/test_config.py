@@ -18,7 +18,7 @@ def test_precedence_is_flag_env_file_default(tmp_path: Path) -> None:
     env = {"SEMSEARCH_BATCH_SIZE": "16", "SEMSEARCH_METRIC": "euclidean"}
     config = resolve({"metric": "minkowski"}, env=env, config_file=cfg)
     assert (config.metric, config.batch_size, config.k, config.model) == (
-        "minkowski", 16, 7, "lite0")
+        "minkowski", 16, 7, "lite0+lite1+lite2")
 
 
 def test_bad_values_name_their_source(tmp_path: Path) -> None:

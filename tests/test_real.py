@@ -37,7 +37,7 @@ def lite0_session(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path):  #
 
 
 def _pixels(session: Session, paths: list[Path]) -> np.ndarray:
-    extractor = session.extractor(session.feature_set())
+    extractor = session.extractor(session.feature_set(model="lite0"))
     return np.stack([extractor.decode(str(p))[0] for p in paths])
 
 
@@ -102,7 +102,9 @@ def test_kill_9_resumes_with_nothing_lost_or_duplicated(tmp_path: Path, cache_di
         shutil.copy(image, folder / image.parent.name / image.name)
     OnnxBackbone(default_registry().get("lite0"), ["_head_act"], cache_dir)  # warm the cache
     db = tmp_path / "killed.db"
+    # lite0 alone: this is about the pipeline surviving kills, not about the model.
     env = {**os.environ, "SEMSEARCH_DB": str(db), "SEMSEARCH_CACHE_DIR": str(cache_dir),
+           "SEMSEARCH_MODEL": "lite0",
            "SEMSEARCH_BATCH_SIZE": "8", "SEMSEARCH_CONFIG": str(tmp_path / "c.toml")}
     (tmp_path / "c.toml").write_text("")
     command = [sys.executable, "-m", "semsearch", "-q", "index", str(folder)]
@@ -128,12 +130,14 @@ def test_kill_9_resumes_with_nothing_lost_or_duplicated(tmp_path: Path, cache_di
     assert done.returncode == 0, done.stderr
 
     clean_db = tmp_path / "clean.db"
-    config = resolve({"db": str(clean_db), "cache_dir": str(cache_dir)}, env={})
+    config = resolve({"db": str(clean_db), "cache_dir": str(cache_dir), "model": "lite0"},
+                     env={})
     with Session(config) as clean:
         index_folder(clean.store, clean.extractor(clean.feature_set()), folder)
         clean_ids, clean_vectors = clean.store.vectors(clean.indexed_feature_set(None).id)
         clean_paths = [clean.store.image(int(i)).path for i in clean_ids]
-    with Session(resolve({"db": str(db), "cache_dir": str(cache_dir)}, env={})) as resumed:
+    with Session(resolve({"db": str(db), "cache_dir": str(cache_dir), "model": "lite0"},
+                         env={})) as resumed:
         record = resumed.indexed_feature_set(None)
         ids, vectors = resumed.store.vectors(record.id)
         paths = [resumed.store.image(int(i)).path for i in ids]
@@ -158,3 +162,28 @@ def test_expansion_keeps_an_external_copy_next_to_its_original(lite0_session: Se
                                 metric=Metric(), k=5, expand_k=10)
         assert result.hits[0].path == str(root / name)
         assert all(hit.label == name.split("/")[0] for hit in result.hits)
+
+
+@pytest.mark.parametrize("name, target", [("iconic200", 97.0), ("fashion200", 88.0)])
+def test_default_configuration_beats_the_targets_through_search(
+        tmp_path: Path, cache_dir: Path, name: str, target: float) -> None:
+    """The score of the published table, measured through the same Session.index and
+    SearchService path as `semsearch index` / `search` with no options."""
+    from semsearch.evaluate import weighted_precision_at_15
+
+    root = dataset(name)
+    config = resolve({"db": str(tmp_path / "d.db"), "cache_dir": str(cache_dir)}, env={})
+    with Session(config) as session:
+        assert session.index(str(root)).embedded == 200
+        images = session.store.images_under(str(root))
+        record = session.indexed_feature_set(None)
+        service = session.search_service()
+        rel = []
+        for image in images.values():
+            result = service.search(KnownImageQuery(image.id), feature_set=record,
+                                    metric=session.metric(), k=15,
+                                    expand_k=config.expand_k)
+            rel.append([hit.label == image.label for hit in result.hits])
+    score = float(weighted_precision_at_15(np.array(rel)).mean())
+    print(f"{name} default configuration, weighted P@15 through search: {score:.2f}")
+    assert score >= target

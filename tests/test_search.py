@@ -108,7 +108,7 @@ def test_empty_catalogue_says_what_to_do(tiny_session: Session) -> None:
 
 
 def test_vectors_are_pooled_maps(indexed: Session, gallery: Path) -> None:
-    extractor = indexed.extractor(indexed.feature_set())
+    extractor = indexed.extractor(indexed.feature_set(pool="avg"))
     pixels, size = extractor.decode(str(gallery / "class0" / "img00.png"))
     assert pixels.shape == (32, 32, 3) and size == (64, 48)
     maps = extractor.backbone.run(pixels[None])["head_act"]

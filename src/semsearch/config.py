@@ -90,13 +90,16 @@ class Config:
     cache_dir: str | None = _setting(
         None, "folder for exported ONNX graphs; default: the user cache folder", _path
     )
-    model: str = _setting("lite0", "backbone model name (see `semsearch models`)", str)
+    model: str = _setting(
+        "lite0+lite1+lite2", "backbone model (see `semsearch models`), or several joined by + "
+        "whose vectors are concatenated", str
+    )
     layer: str | None = _setting(
         None, "layer to embed with, by module name; default: the model's feature layer",
         _optional_str,
     )
     pool: str = _setting(
-        "avg", "pooling of a layer's map: avg, max, gem (p=3) or gemP such as gem4, or flat", str
+        "gem", "pooling of a layer's map: avg, max, gem (p=3) or gemP such as gem4, or flat", str
     )
     flat_max_dims: int = _setting(
         200_000, "largest vector `flat` pooling may produce", _positive_int
@@ -106,7 +109,7 @@ class Config:
     )
     minkowski_p: float = _setting(3.0, "exponent p of the minkowski distance", _positive_float)
     expand_k: int = _setting(
-        0, "database-side augmentation and query expansion over this many nearest neighbours "
+        10, "database-side augmentation and query expansion over this many nearest neighbours "
         "(0 or 1: off; cosine metric only; left out above 20,000 images)", _non_negative_int
     )
     k: int = _setting(10, "number of results a search returns", _positive_int)

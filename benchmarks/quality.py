@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from semsearch.config import resolve
 from semsearch.evaluate import Scores, evaluate
-from semsearch.expansion import concatenate, database_augmentation
+from semsearch.expansion import PCAWhitening, concatenate, database_augmentation
 from semsearch.featureset import FeatureSet
 from semsearch.images import find_images
 from semsearch.index.exact import Metric
@@ -80,6 +80,9 @@ def configurations(feats: dict[str, dict[str, npt.NDArray[np.float32]]]
     gem = [by_pooling["gem"] for by_pooling in feats.values()]
     both = concatenate(gem)
     out["lite0+lite1+lite2@_head_act/gem cosine"] = (both, Metric("cosine"))
+    # Whitening learned on the gallery itself (no labels), kept to 128 dimensions.
+    out["lite0+lite1+lite2@_head_act/gem cosine + PCA-whitening 128"] = (
+        PCAWhitening.fit(both, dims=128).apply(both), Metric("cosine"))
     for k in (5, 10):
         out[f"lite0@_head_act/gem cosine + DBA k={k}"] = (
             database_augmentation(gem[0], k=k), Metric("cosine"))

@@ -32,6 +32,7 @@ from semsearch.evaluate import Scores, evaluate
 from semsearch.expansion import PCAWhitening, concatenate, database_augmentation
 from semsearch.featureset import FeatureSet
 from semsearch.images import find_images
+from semsearch.index.catalog import EXPAND_ALPHA
 from semsearch.index.exact import Metric
 from semsearch.pooling import pool
 from semsearch.session import Session
@@ -85,9 +86,9 @@ def configurations(feats: dict[str, dict[str, npt.NDArray[np.float32]]]
         PCAWhitening.fit(both, dims=128).apply(both), Metric("cosine"))
     for k in (5, 10):
         out[f"lite0@_head_act/gem cosine + DBA k={k}"] = (
-            database_augmentation(gem[0], k=k), Metric("cosine"))
+            database_augmentation(gem[0], k=k, alpha=EXPAND_ALPHA), Metric("cosine"))
         out[f"lite0+lite1+lite2@_head_act/gem cosine + DBA k={k}"] = (
-            database_augmentation(both, k=k), Metric("cosine"))
+            database_augmentation(both, k=k, alpha=EXPAND_ALPHA), Metric("cosine"))
     return out
 
 

@@ -106,7 +106,7 @@ def test_index_search_info_remove(capsys: pytest.CaptureFixture[str], tmp_path: 
 
     code, out, _ = _run(capsys, "info")
     assert code == 0 and "lite0+lite1+lite2@_head_act/gem  8 vectors x 3840 dims" in out
-    assert "fresh, DBA + query expansion, k=10" in out
+    assert "fresh, database-side augmentation, k=8" in out  # 8 images: k is capped
 
     code, out, _ = _run(capsys, "remove", str(folder / "tractor"))
     assert code == 0 and "removed 4" in out

@@ -8,10 +8,10 @@ import pytest
 from semsearch.evaluate import evaluate
 from semsearch.expansion import (
     PCAWhitening,
+    augment_query,
     concatenate,
     database_augmentation,
     l2_normalize,
-    query_expansion,
 )
 from semsearch.index.exact import Metric
 
@@ -33,13 +33,23 @@ def test_dba_by_hand() -> None:
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
 
 
-def test_query_expansion_by_hand() -> None:
+def test_augment_query_by_hand() -> None:
     g = np.array([[1, 0], [0.6, 0.8], [0, 1]], np.float32)
     q = np.array([[0.8, 0.6]], np.float32)
-    out = query_expansion(q, g, k=2, alpha=2.0)
-    # Nearest two: [1, 0] (cos 0.8) and [0.6, 0.8] (cos 0.96).
+    out = augment_query(q, g, k=3, alpha=2.0)
+    # k - 1 = 2 nearest: [1, 0] (cos 0.8) and [0.6, 0.8] (cos 0.96).
     expected = q[0] + 0.8**2 * g[0] + 0.96**2 * g[1]
     np.testing.assert_allclose(out[0], expected / np.linalg.norm(expected), rtol=1e-5)
+    np.testing.assert_allclose(augment_query(q, g[:0], k=3), q, rtol=1e-6)
+
+
+def test_outside_query_is_augmented_as_it_would_be_inside() -> None:
+    x, _ = _clusters(seed=5)
+    dba = database_augmentation(x, k=6)
+    for i in (0, 17, 99):
+        others = np.delete(x, i, axis=0)
+        np.testing.assert_allclose(augment_query(x[i:i + 1], others, k=6)[0], dba[i],
+                                   rtol=1e-4, atol=1e-6)
 
 
 def test_dba_helps_noisy_clusters() -> None:

@@ -31,7 +31,9 @@ pytestmark = pytest.mark.real
 @pytest.fixture(scope="module")
 def lite0_session(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path):  # type: ignore[no-untyped-def]
     db = tmp_path_factory.mktemp("real") / "real.db"
-    config = resolve({"db": str(db), "cache_dir": str(cache_dir)}, env={})
+    # lite0 alone, as the tests using this fixture are about that model.
+    config = resolve({"db": str(db), "cache_dir": str(cache_dir), "model": "lite0",
+                      "pool": "avg"}, env={})
     with Session(config) as session:
         yield session
 

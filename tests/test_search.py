@@ -252,7 +252,7 @@ def test_expansion_searches_the_dba_gallery(clustered: Session) -> None:
     service = clustered.search_service()
     result = service.search(KnownImageQuery(1), feature_set=record, metric=Metric(), k=10,
                             expand_k=5)
-    assert result.metric == "cosine + DBA/QE k=5"
+    assert result.metric == "cosine + DBA k=5"
     ids, vectors = clustered.store.vectors(record.id)
     dba = database_augmentation(vectors, k=5)
     sims = dba @ dba[list(ids).index(1)]
@@ -261,7 +261,7 @@ def test_expansion_searches_the_dba_gallery(clustered: Session) -> None:
     plain = service.search(KnownImageQuery(1), feature_set=record, metric=Metric(), k=10)
     assert plain.metric == "cosine"
     statuses = {s.expansion for s in clustered.catalog.status(record)}
-    assert statuses == {"", "DBA + query expansion, k=5"}
+    assert statuses == {"", "database-side augmentation, k=5"}
 
 
 def test_external_query_is_expanded_over_its_nearest_originals(clustered: Session) -> None:
@@ -292,3 +292,61 @@ def test_expansion_is_cosine_only_and_capped(clustered: Session,
     capped = clustered.catalog.build(record, Metric(), 5)
     assert capped.expand_k == 0 and capped.base is None
     assert capped.manifest["expand_k"] == 5
+
+
+def test_outside_query_goes_through_augmentation_in_search(clustered: Session,
+                                                           tmp_path: Path) -> None:
+    from semsearch.expansion import augment_query, database_augmentation
+
+    record = _record(clustered)
+    outsider = make_image(tmp_path / "outside.png", seed=999)
+    service = clustered.search_service()
+    result = service.search(service.resolve(str(outsider)), feature_set=record,
+                            metric=Metric(), k=8, expand_k=5)
+    ids, vectors = clustered.store.vectors(record.id)
+    q = clustered.extractor(record.feature_set).embed_image(str(outsider))
+    sims = database_augmentation(vectors, k=5) @ augment_query(q[None], vectors, k=5)[0]
+    assert [h.image_id for h in result.hits] == [int(ids[i]) for i in np.argsort(-sims)[:8]]
+    plain = service.search(service.resolve(str(outsider)), feature_set=record,
+                           metric=Metric(), k=8, expand_k=0)
+    raw = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)) @ (q / np.linalg.norm(q))
+    assert [h.image_id for h in plain.hits] == [int(ids[i]) for i in np.argsort(-raw)[:8]]
+
+
+def test_augmentation_on_an_empty_or_tiny_gallery(tiny_session: Session,
+                                                  tmp_path: Path) -> None:
+    one = make_image(tmp_path / "one" / "a" / "x.png", seed=1)
+    extractor = tiny_session.extractor(tiny_session.feature_set())
+    index_folder(tiny_session.store, extractor, tmp_path / "one")
+    service = tiny_session.search_service()
+    outsider = make_image(tmp_path / "q.png", seed=2)
+    record = _record(tiny_session)
+    found = service.search(service.resolve(str(outsider)), feature_set=record,
+                           metric=Metric(), k=3, expand_k=10)
+    assert [h.path for h in found.hits] == [str(one)]
+    tiny_session.store.remove_under(str(tmp_path / "one"))
+    empty = service.search(service.resolve(str(outsider)), feature_set=record,
+                           metric=Metric(), k=3, expand_k=10)
+    assert empty.hits == []
+
+
+def test_composite_guards(tiny_session: Session) -> None:
+    from semsearch.errors import FeatureSetError
+
+    with pytest.raises(FeatureSetError, match="appears twice"):
+        tiny_session.extractor(tiny_session.feature_set(model="tiny+tiny"))
+    tiny = tiny_session.feature_set(model="tiny+tiny2", layer="block_act", pool="flat")
+    assert tiny_session.extractor(tiny).dim == 16 * 8 * 8 + 16 * 10 * 10
+
+
+def test_composite_flat_cap_counts_all_parts(tmp_path: Path, cache_dir: Path,
+                                             tiny_registry) -> None:  # type: ignore[no-untyped-def]
+    from semsearch.config import resolve
+    from semsearch.errors import FeatureSetError
+
+    config = resolve({"db": str(tmp_path / "c.db"), "cache_dir": str(cache_dir),
+                      "flat_max_dims": 2000}, env={})
+    with Session(config, registry=tiny_registry) as session:
+        assert session.extractor(session.feature_set("tiny", "block_act", "flat")).dim == 1024
+        with pytest.raises(FeatureSetError, match="above the cap of 2,000"):
+            session.extractor(session.feature_set("tiny+tiny2", "block_act", "flat"))

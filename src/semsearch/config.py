@@ -44,6 +44,13 @@ def _non_negative_int(value: Any) -> int:
     return number
 
 
+def _expand_k(value: Any) -> int:
+    number = _non_negative_int(value)
+    if number > 100:
+        raise ValueError("must be at most 100 neighbours")
+    return number
+
+
 def _positive_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("must be a number")
@@ -109,8 +116,9 @@ class Config:
     )
     minkowski_p: float = _setting(3.0, "exponent p of the minkowski distance", _positive_float)
     expand_k: int = _setting(
-        10, "database-side augmentation and query expansion over this many nearest neighbours "
-        "(0 or 1: off; cosine metric only; left out above 20,000 images)", _non_negative_int
+        10, "database-side augmentation over this many nearest neighbours, outside queries "
+        "expanded to match (0 or 1: off; at most 100; cosine metric only; left out above "
+        "20,000 images)", _expand_k
     )
     k: int = _setting(10, "number of results a search returns", _positive_int)
     batch_size: int = _setting(32, "images per inference batch and per store transaction",

@@ -1,11 +1,11 @@
 """Label-free ways to make a gallery's vectors retrieve better, learned from the gallery
-itself: multi-model concatenation, database-side augmentation (DBA), alpha query expansion
-(alpha-QE) and PCA-whitening. All work on L2-normalized vectors compared by cosine.
+itself: multi-model concatenation, database-side augmentation (DBA) with matching query
+expansion, and PCA-whitening. All work on L2-normalized vectors compared by cosine.
 
-DBA replaces each gallery vector by a weighted mean of itself and its nearest neighbours;
-alpha-QE does the same for a query against the (augmented) gallery. Weights are the cosine
-similarity to the power alpha (Radenovic, Tolias and Chum, "Fine-tuning CNN image retrieval
-with no human annotation", 2018)."""
+DBA replaces each gallery vector by a weighted mean of itself and its nearest neighbours; a
+query from outside the gallery is expanded the same way over its nearest gallery vectors.
+Weights are the cosine similarity to the power alpha (Radenovic, Tolias and Chum,
+"Fine-tuning CNN image retrieval with no human annotation", 2018)."""
 
 from __future__ import annotations
 
@@ -35,15 +35,16 @@ def concatenate(parts: Sequence[Vectors]) -> Vectors:
 def _weighted_neighbour_sum(queries: Vectors, gallery: Vectors, k: int,
                             alpha: float) -> npt.NDArray[np.float32]:
     """Gives, per query, the sum of its k nearest gallery vectors weighted by their
-    (non-negative) cosine similarity to the power alpha. Queries go in chunks, so memory
-    stays at chunk x gallery similarities."""
+    (non-negative) cosine similarity to the power alpha. Queries go in chunks and neighbours
+    are added one rank at a time, so memory stays at chunk x (gallery + dim)."""
     k = min(k, gallery.shape[0])
-    out = np.empty((len(queries), gallery.shape[1]), dtype=np.float32)
+    out = np.zeros((len(queries), gallery.shape[1]), dtype=np.float32)
     for lo in range(0, len(queries), 1024):
         sims = queries[lo:lo + 1024] @ gallery.T
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         weights = np.power(np.clip(np.take_along_axis(sims, top, axis=1), 0.0, None), alpha)
-        out[lo:lo + 1024] = np.einsum("qk,qkd->qd", weights, gallery[top])
+        for rank in range(k):
+            out[lo:lo + 1024] += weights[:, rank, None] * gallery[top[:, rank]]
     return out
 
 
@@ -54,12 +55,16 @@ def database_augmentation(gallery: Vectors, k: int = 10, alpha: float = 3.0) -> 
     return l2_normalize(_weighted_neighbour_sum(g, g, k, alpha))
 
 
-def query_expansion(queries: Vectors, gallery: Vectors, k: int = 10,
-                    alpha: float = 3.0) -> Vectors:
-    """Gives alpha-QE queries: each query plus its k nearest gallery vectors, weighted by
-    similarity to the power alpha, normalized."""
-    q = l2_normalize(queries)
-    return l2_normalize(q + _weighted_neighbour_sum(q, l2_normalize(gallery), k, alpha))
+def augment_query(query: Vectors, gallery: Vectors, k: int = 10,
+                  alpha: float = 3.0) -> Vectors:
+    """Gives queries from outside a DBA gallery as they would be inside it: each query plus
+    its k - 1 nearest gallery vectors (the query itself being the k-th), weighted by
+    similarity to the power alpha, normalized. This is alpha query expansion matched to
+    DBA, so a query and its gallery copy are compared alike."""
+    q = l2_normalize(query)
+    if k < 2 or len(gallery) == 0:
+        return q
+    return l2_normalize(q + _weighted_neighbour_sum(q, l2_normalize(gallery), k - 1, alpha))
 
 
 @dataclass(frozen=True)

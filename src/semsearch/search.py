@@ -133,8 +133,8 @@ class SearchService:
         expand_k: int = 0,
     ) -> SearchResult:
         """Gives the k nearest indexed images to the query, closest first. With expand_k,
-        the gallery is searched with database-side augmentation and the query expanded
-        (cosine only)."""
+        the gallery is searched with database-side augmentation (cosine only): an indexed
+        query uses its augmented vector, an outside query is expanded to match."""
         if k <= 0:
             raise QueryError(f"k must be positive, not {k}")
         started = time.perf_counter()
@@ -162,10 +162,13 @@ class SearchService:
             vector = extractor.embed_image(source, name=query.describe())
         embedded = time.perf_counter()
         loaded = self.index_for(feature_set, metric, expand_k)
+        augmented = None
         if known and exclude is not None and loaded.expand_k:
-            vector = loaded.known_vector(exclude)
-        elif loaded.expand_k:
-            vector = loaded.expand(vector)
+            try:
+                augmented = loaded.known_vector(exclude)
+            except KeyError:  # removed since the index was built: embed it as outside
+                augmented = None
+        vector = augmented if augmented is not None else loaded.expand(vector)
         assert vector is not None
         keep, images = self._nearest(loaded, vector, k, exclude)
         score = loaded.calibration.scores(np.array([d for d, _ in keep]))
@@ -174,7 +177,7 @@ class SearchService:
             for rank, ((d, image_id), s) in enumerate(zip(keep, score, strict=True), start=1)
         ]
         finished = time.perf_counter()
-        shown = str(metric) + (f" + DBA/QE k={loaded.expand_k}" if loaded.expand_k else "")
+        shown = str(metric) + (f" + DBA k={loaded.expand_k}" if loaded.expand_k else "")
         return SearchResult(
             query=query.describe(),
             feature_set=feature_set.name,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from semsearch.config import Config
-from semsearch.errors import NotIndexedError
+from semsearch.errors import FeatureSetError, NotIndexedError
 from semsearch.features import CompositeExtractor, Extractor, FeatureExtractor
 from semsearch.featureset import FeatureSet
 from semsearch.images import check_name
@@ -79,9 +79,17 @@ class Session:
         """Gives the (cached) extractor for a feature set, loading its backbones."""
         key = str(fs)
         if key not in self._extractors:
-            parts = [self._single(FeatureSet(model, fs.layer, fs.pooling))
-                     for model in fs.model.split("+")]
-            self._extractors[key] = parts[0] if len(parts) == 1 else CompositeExtractor(fs, parts)
+            models = fs.model.split("+")
+            if len(set(models)) != len(models):
+                raise FeatureSetError(f"{fs.model}: a model appears twice in the composite")
+            parts = [self._single(FeatureSet(model, fs.layer, fs.pooling)) for model in models]
+            extractor: Extractor = (parts[0] if len(parts) == 1
+                                    else CompositeExtractor(fs, parts))
+            if extractor.dim > self.config.flat_max_dims:
+                raise FeatureSetError(
+                    f"{fs} gives {extractor.dim:,} dimensions, above the cap of "
+                    f"{self.config.flat_max_dims:,} (setting flat_max_dims)")
+            self._extractors[key] = extractor
         return self._extractors[key]
 
     def _single(self, fs: FeatureSet) -> FeatureExtractor:

@@ -54,16 +54,14 @@ class LoadedIndex:
         return self.index.stored(np.array([image_id], dtype=np.int64))[0]
 
     def expand(self, query: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Gives the query as it would be in the DBA gallery: itself plus its k - 1 nearest
-        original vectors, weighted by similarity to the power alpha. Without expansion,
-        the query itself."""
-        if self.base is None or self.expand_k < 2:
+        """Gives an outside query as it would be in the DBA gallery (see
+        expansion.augment_query), using the original vectors; without DBA, the query."""
+        if self.base is None or self.expand_k < 2 or len(self.base) == 0:
             return query
         q = l2_normalize(query[None, :])
         distances, ids = self.base.search(q, self.expand_k - 1)
-        keep = ids[0] >= 0
-        neighbours = self.base.stored(ids[0][keep])
-        weights = np.power(np.clip(1.0 - distances[0][keep], 0.0, None), EXPAND_ALPHA)
+        neighbours = self.base.stored(ids[0])
+        weights = np.power(np.clip(1.0 - distances[0], 0.0, None), EXPAND_ALPHA)
         return l2_normalize(q + weights @ neighbours)[0]
 
 
@@ -118,6 +116,7 @@ class IndexCatalog:
             and manifest.get("feature_set") == record.name
             and manifest.get("preprocessing") == record.preprocessing
             and manifest.get("vectors_version") == record.version
+            and manifest.get("expand_alpha") == EXPAND_ALPHA
             and manifest.get("schema_version") == self.store.schema_version
             and (self.folder / str(manifest.get("file"))).is_file()
             and (not manifest.get("base_file")
@@ -126,8 +125,8 @@ class IndexCatalog:
 
     def get(self, record: FeatureSetRecord, metric: Metric, expand_k: int = 0) -> LoadedIndex:
         """Gives the feature set's index for the metric, rebuilding it if stale or missing.
-        expand_k > 1 asks for DBA and query expansion over that many neighbours; it applies
-        to the cosine metric only and is left out above EXPAND_MAX vectors."""
+        expand_k > 1 asks for database-side augmentation over that many neighbours (outside
+        queries are expanded to match); cosine only, and left out above EXPAND_MAX vectors."""
         expand_k = expand_k if metric.name == "cosine" and expand_k > 1 else 0
         manifest = self._read_manifest(self.manifest_path(record, metric, expand_k))
         if manifest is not None and self.is_fresh(record, manifest):
@@ -148,7 +147,7 @@ class IndexCatalog:
         """Builds the index from the store's vectors and saves it with its manifest."""
         started = time.perf_counter()
         ids, vectors = self.store.vectors(record.id)
-        used = expand_k if len(ids) <= EXPAND_MAX else 0
+        used = min(expand_k, len(ids)) if len(ids) <= EXPAND_MAX else 0
         if expand_k and not used:
             log.warning("%s has %d vectors, more than %d: built without query expansion",
                         record.name, len(ids), EXPAND_MAX)
@@ -210,9 +209,9 @@ class IndexCatalog:
             metric = str(Metric(manifest.get("metric", "cosine"), float(manifest.get("p", 3.0))))
             used = int(manifest.get("expand_k_used", 0))
             asked = int(manifest.get("expand_k", 0))
-            expansion = (f"DBA + query expansion, k={used}" if used else
-                         f"no expansion (asked k={asked}; over {EXPAND_MAX} vectors)" if asked
-                         else "")
+            expansion = (f"database-side augmentation, k={used}" if used else
+                         f"no augmentation (asked k={asked}; over {EXPAND_MAX} vectors)"
+                         if asked else "")
             found.append(IndexStatus(metric, int(manifest.get("count", 0)),
                                      self.is_fresh(record, manifest), str(path), expansion))
         return found

@@ -77,6 +77,8 @@ class ExactIndex:
 
     def stored(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         """Gives the stored vectors (normalized, for cosine) of the given ids."""
+        if len(ids) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
         # Indexes are built from the catalogue in id order, so ids are sorted.
         rows = np.minimum(np.searchsorted(self.ids, ids), max(len(self.ids) - 1, 0))
         if len(self.ids) == 0 or not np.array_equal(self.ids[rows], ids):

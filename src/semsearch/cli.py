@@ -198,7 +198,7 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
         print(f"  {item.feature_set}  {item.vectors} vectors x {item.dim} dims  "
               f"[{item.preprocessing}]")
         for status in item.indexes:
-            state = "fresh" if status.fresh else "stale, rebuilt on next search"
+            state = "fresh" if status.fresh else "stale, rebuilt when next used"
             extra = f", {status.expansion}" if status.expansion else ""
             print(f"    index {status.metric}: {status.count} vectors, {state}{extra}")
     return 0

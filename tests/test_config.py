@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from semsearch.config import Config, resolve, settings
+from semsearch.config import Config, resolve, settings, settings_markdown
 from semsearch.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +46,7 @@ def test_defaults() -> None:
 
 def test_docs_list_every_setting() -> None:
     text = (ROOT / "docs" / "settings.md").read_text()
+    assert settings_markdown() in text, "regenerate docs/settings.md from settings_markdown()"
     for setting in settings():
         assert f"`{setting.name}`" in text, setting.name
         assert setting.env_var in text, setting.env_var

@@ -27,7 +27,8 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 _FEATURE_FLAGS = ("model", "layer", "pool", "flat_max_dims")
-_RUN_FLAGS = ("runtime", "threads", "max_pixels", "cache_dir")
+_RUN_FLAGS = ("runtime", "threads", "max_pixels", "cache_dir", "onnx_size", "onnx_mean",
+              "onnx_std", "onnx_layout")
 
 
 def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
@@ -95,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_models)
 
     p = command("layers", help="list a model's layers")
-    p.add_argument("model")
+    p.add_argument("model", help="a model name, or onnx:PATH for your own ONNX model")
+    _add_settings(p, ("onnx_size", "onnx_mean", "onnx_std", "onnx_layout"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_layers)
     return parser
@@ -231,7 +233,7 @@ def cmd_models(args: argparse.Namespace, config: Config) -> int:
 def cmd_layers(args: argparse.Namespace, config: Config) -> int:
     from semsearch.models.summary import layers
 
-    table = layers(_registry(), args.model)
+    table = layers(_registry(), args.model, config.onnx_input())
     if args.json:
         _print_json([{**asdict(layer), "shape": list(layer.shape)} for layer in table])
         return 0

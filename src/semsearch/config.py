@@ -10,9 +10,12 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from semsearch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from semsearch.models.onnx_file import OnnxInput
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,6 +52,13 @@ def _expand_k(value: Any) -> int:
     if number > 100:
         raise ValueError("must be at most 100 neighbours")
     return number
+
+
+def _triple(value: Any) -> str:
+    parts = [float(p) for p in str(value).split(",")]
+    if len(parts) != 3 or not all(math.isfinite(p) for p in parts):
+        raise ValueError("must be three numbers separated by commas, e.g. 127.5,127.5,127.5")
+    return ",".join(f"{p:g}" for p in parts)
 
 
 def _positive_float(value: Any) -> float:
@@ -134,6 +144,22 @@ class Config:
         "decompression bombs (Pillow refuses above about 179 MP whatever this says)",
         _positive_int
     )
+    onnx_size: int = _setting(
+        0, "input size of an onnx:PATH model; 0: the model's own, or 224 if it has none",
+        _non_negative_int
+    )
+    onnx_mean: str = _setting(
+        "123.675,116.28,103.53", "per-channel mean (0-255 units) subtracted for onnx:PATH "
+        "models", _triple
+    )
+    onnx_std: str = _setting(
+        "58.395,57.12,57.375", "per-channel std (0-255 units) divided by for onnx:PATH models",
+        _triple
+    )
+    onnx_layout: str = _setting(
+        "nchw", "input layout of onnx:PATH models: nchw (PyTorch) or nhwc (Keras/TensorFlow)",
+        _choice("nchw", "nhwc")
+    )
     runtime: str = _setting(
         "onnx", "inference engine: onnx (fast) or torch (the reference)", _choice("onnx", "torch")
     )
@@ -145,6 +171,14 @@ class Config:
         from platformdirs import user_data_dir
 
         return Path(user_data_dir(APP_NAME)) / "semsearch.db"
+
+    def onnx_input(self) -> OnnxInput:
+        """Gives how images are fed to onnx:PATH models."""
+        from semsearch.models.onnx_file import OnnxInput
+
+        mean = tuple(float(p) for p in self.onnx_mean.split(","))
+        std = tuple(float(p) for p in self.onnx_std.split(","))
+        return OnnxInput(self.onnx_size, mean, std, self.onnx_layout)  # type: ignore[arg-type]
 
     def cache_path(self) -> Path:
         """Gives the folder where exported graphs are cached."""
@@ -179,6 +213,17 @@ class Setting:
 def settings() -> list[Setting]:
     """Gives every setting with its default and help, in table order."""
     return [Setting(f.name, f.default, f.metadata["help"]) for f in dataclasses.fields(Config)]
+
+
+def settings_markdown() -> str:
+    """Gives the settings as the Markdown table docs/settings.md holds (regenerate it with
+    `python -c "from semsearch.config import settings_markdown; print(settings_markdown())"`)."""
+    rows = ["| setting | flag | environment variable | default | meaning |",
+            "|---|---|---|---|---|"]
+    for s in settings():
+        default = "(none)" if s.default is None else f"`{s.default}`"
+        rows.append(f"| `{s.name}` | `{s.flag}` | `{s.env_var}` | {default} | {s.help} |")
+    return "\n".join(rows)
 
 
 def _parse(name: str, raw: Any, source: str) -> Any:

@@ -16,9 +16,11 @@ class FeatureSet:
     pooling: str
 
     def __post_init__(self) -> None:
+        # Slashes are allowed (ONNX tensor names, file paths): the pooling is always the
+        # part after the last one, so the string still round-trips.
         for part, value in (("model", self.model), ("layer", self.layer)):
-            if not value or any(ch in value for ch in "@/ \t\n"):
-                raise FeatureSetError(f"feature set {part} {value!r} is empty or has @, / or space")
+            if not value or "@" in value or any(ch in value for ch in "\t\n"):
+                raise FeatureSetError(f"feature set {part} {value!r} is empty or has @")
         object.__setattr__(self, "pooling", check_pooling(self.pooling))
 
     def __str__(self) -> str:

@@ -15,7 +15,8 @@ from semsearch.images import check_name
 from semsearch.index.catalog import IndexCatalog, IndexStatus
 from semsearch.index.exact import Metric
 from semsearch.indexing import IndexReport, Progress, index_folder
-from semsearch.models.registry import ModelRegistry, default_registry
+from semsearch.models.onnx_file import is_onnx_name, onnx_spec
+from semsearch.models.registry import ModelRegistry, ModelSpec, default_registry
 from semsearch.models.runtime import load_backbone
 from semsearch.search import SearchResult, SearchService
 from semsearch.store import FeatureSetRecord, Store
@@ -49,6 +50,7 @@ class Session:
         self.catalog = IndexCatalog(self.store)
         self._extractors: dict[str, Extractor] = {}
         self._search: SearchService | None = None
+        self._onnx_specs: dict[str, ModelSpec] = {}
 
     def close(self) -> None:
         self.store.close()
@@ -68,7 +70,7 @@ class Session:
         """Gives the feature set named by the arguments, falling back to the settings and to
         the (first) model's default layer. `a+b` names a composite of models a and b."""
         name = model or self.config.model
-        specs = [self.registry.get(part) for part in name.split("+")]
+        specs = [self.spec(part) for part in name.split("+")]
         return FeatureSet(name, layer or self.config.layer or specs[0].default_layer,
                           pool or self.config.pool)
 
@@ -92,8 +94,16 @@ class Session:
             self._extractors[key] = extractor
         return self._extractors[key]
 
+    def spec(self, name: str) -> ModelSpec:
+        """Gives a registered model's spec, or that of a user's `onnx:PATH` model."""
+        if is_onnx_name(name):
+            if name not in self._onnx_specs:
+                self._onnx_specs[name] = onnx_spec(name, self.config.onnx_input())
+            return self._onnx_specs[name]
+        return self.registry.get(name)
+
     def _single(self, fs: FeatureSet) -> FeatureExtractor:
-        spec = self.registry.get(fs.model)
+        spec = self.spec(fs.model)
         backbone = load_backbone(spec, [fs.layer], runtime=self.config.runtime,
                                  cache_dir=self.cache_dir, threads=self.config.threads)
         return FeatureExtractor(spec, fs, backbone, flat_max_dims=self.config.flat_max_dims,

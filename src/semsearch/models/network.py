@@ -109,13 +109,15 @@ class Taps(nn.Module):
         self,
         net: nn.Module,
         layers: Sequence[str],
-        mean: float,
-        std: float,
+        mean: float | tuple[float, ...],
+        std: float | tuple[float, ...],
         classifier: str | None = None,
     ) -> None:
         super().__init__()
         self.net = net
         self.layers = list(layers)
+        if not isinstance(mean, float | int) or not isinstance(std, float | int):
+            raise ValueError("torch backbones take one mean and std for all channels")
         self.mean = float(mean)
         self.std = float(std)
         self.classifier = classifier

@@ -26,11 +26,15 @@ class ModelSpec:
     build: Callable[[], nn.Module]
     weights_id: Callable[[], str]
     default_layer: str
-    mean: float
-    std: float
+    # Pixel normalization, (x - mean) / std, in 0-255 units; one value or one per channel.
+    mean: float | tuple[float, float, float]
+    std: float | tuple[float, float, float]
     # Module whose output is the classifier's logits; adds a `probs` layer (softmax).
     classifier: str | None = None
     class_names: Callable[[], list[str]] | None = field(default=None, compare=False)
+    # For a user's ONNX file: its path, and whether it takes NCHW or NHWC input.
+    onnx_path: str | None = None
+    layout: str = "nchw"
 
 
 class ModelRegistry:

@@ -186,6 +186,10 @@ def load_backbone(
     threads: int = 0,
 ) -> Backbone:
     """Gives a backbone for the spec that yields the given layers in one forward pass."""
+    if spec.onnx_path is not None:
+        from semsearch.models.onnx_file import OnnxFileBackbone
+
+        return OnnxFileBackbone(spec, layers, cache_dir, threads)
     if runtime == "torch":
         return TorchBackbone(spec, layers, threads)
     return OnnxBackbone(spec, layers, cache_dir, threads)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from semsearch.models.network import LayerInfo, layer_table
+from semsearch.models.onnx_file import OnnxInput, is_onnx_name, onnx_layer_table, onnx_spec
 from semsearch.models.registry import ModelRegistry
 
 
@@ -31,7 +32,11 @@ def summarize(registry: ModelRegistry) -> list[ModelSummary]:
     return sorted(rows, key=lambda row: row.params)
 
 
-def layers(registry: ModelRegistry, name: str) -> list[LayerInfo]:
-    """Gives a model's addressable layers in execution order."""
+def layers(registry: ModelRegistry, name: str,
+           onnx_input: OnnxInput | None = None) -> list[LayerInfo]:
+    """Gives a model's addressable layers in execution order (for `onnx:PATH`, its
+    tensors)."""
+    if is_onnx_name(name):
+        return onnx_layer_table(onnx_spec(name, onnx_input or OnnxInput()))
     spec = registry.get(name)
     return layer_table(spec.build(), spec.preprocess.size, spec.classifier)

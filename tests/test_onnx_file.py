@@ -102,3 +102,57 @@ def test_bad_models_and_layers_are_clear_errors(tiny_onnx: Path, tmp_path: Path,
             session.extractor(session.feature_set(model=f"onnx:{tiny_onnx}", layer="nope"))
         with pytest.raises(UnknownModelError, match="takes 32x32"):
             layers(None, f"onnx:{tiny_onnx}", OnnxInput(size=224))  # type: ignore[arg-type]
+
+
+def test_bgr_models_get_their_channels_reversed(tmp_path: Path, cache_dir: Path) -> None:
+    from torch import nn
+
+    class TrainedOnBgr(nn.Module):
+        """The tiny net behind a layer that undoes BGR: fed BGR, it sees RGB."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = tiny_net()
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            return self.net.stem(x.flip(1))
+
+    path = _export(TrainedOnBgr(), tmp_path / "bgr.onnx", (1, 3, 32, 32))
+    images = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    expected = pool(TorchBackbone(TINY, ["stem"]).run(images)["stem"], "avg")
+    with _session(tmp_path, cache_dir, model=f"onnx:{path}", onnx_channels="bgr") as session:
+        ours = session.extractor(session.feature_set(layer="out", pool="avg")).embed_many(
+            list(images))
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_changed_normalization_gives_new_vectors(tiny_onnx: Path, tmp_path: Path,
+                                                 cache_dir: Path, gallery: Path) -> None:
+    db = tmp_path / "n.db"
+    for mean in ("127,127,127", "0,0,0"):
+        config = resolve({"db": str(db), "cache_dir": str(cache_dir),
+                          "model": f"onnx:{tiny_onnx}", "onnx_mean": mean}, env={})
+        with Session(config) as session:
+            report = index_folder(session.store, session.extractor(session.feature_set()),
+                                  gallery)
+            assert report.embedded == 12  # the second run does not reuse the first's vectors
+    with Session(config) as session:
+        keys = [r.preprocessing for r in session.store.feature_sets()]
+    assert len(keys) == 2 and "mean127,127,127" in keys[0] and "mean0,0,0" in keys[1]
+
+
+def test_search_uses_the_vectors_of_the_current_normalization(
+        tiny_onnx: Path, tmp_path: Path, cache_dir: Path, gallery: Path) -> None:
+    db = tmp_path / "m.db"
+
+    def config(mean: str):  # type: ignore[no-untyped-def]
+        return resolve({"db": str(db), "cache_dir": str(cache_dir),
+                        "model": f"onnx:{tiny_onnx}", "onnx_mean": mean}, env={})
+
+    for mean in ("127,127,127", "0,0,0"):
+        with Session(config(mean)) as session:
+            session.index(str(gallery))
+    with Session(config("127,127,127")) as session:
+        record = session.indexed_feature_set(session.feature_set())
+        assert "mean127,127,127" in record.preprocessing
+        assert "mean127,127,127" in session.indexed_feature_set(None).preprocessing

@@ -28,7 +28,7 @@ EXIT_INTERRUPTED = 130
 
 _FEATURE_FLAGS = ("model", "layer", "pool", "flat_max_dims")
 _RUN_FLAGS = ("runtime", "threads", "max_pixels", "cache_dir", "onnx_size", "onnx_mean",
-              "onnx_std", "onnx_layout")
+              "onnx_std", "onnx_layout", "onnx_channels")
 
 
 def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("layers", help="list a model's layers")
     p.add_argument("model", help="a model name, or onnx:PATH for your own ONNX model")
-    _add_settings(p, ("onnx_size", "onnx_mean", "onnx_std", "onnx_layout"))
+    _add_settings(p, ("onnx_size", "onnx_mean", "onnx_std", "onnx_layout", "onnx_channels"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_layers)
     return parser

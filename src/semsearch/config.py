@@ -160,6 +160,10 @@ class Config:
         "nchw", "input layout of onnx:PATH models: nchw (PyTorch) or nhwc (Keras/TensorFlow)",
         _choice("nchw", "nhwc")
     )
+    onnx_channels: str = _setting(
+        "rgb", "channel order onnx:PATH models expect: rgb, or bgr (Caffe-style models); "
+        "onnx_mean and onnx_std are in that order", _choice("rgb", "bgr")
+    )
     runtime: str = _setting(
         "onnx", "inference engine: onnx (fast) or torch (the reference)", _choice("onnx", "torch")
     )
@@ -178,7 +182,8 @@ class Config:
 
         mean = tuple(float(p) for p in self.onnx_mean.split(","))
         std = tuple(float(p) for p in self.onnx_std.split(","))
-        return OnnxInput(self.onnx_size, mean, std, self.onnx_layout)  # type: ignore[arg-type]
+        return OnnxInput(self.onnx_size, mean, std, self.onnx_layout,  # type: ignore[arg-type]
+                         self.onnx_channels)
 
     def cache_path(self) -> Path:
         """Gives the folder where exported graphs are cached."""

@@ -16,7 +16,7 @@ import numpy.typing as npt
 from semsearch.expansion import concatenate
 from semsearch.featureset import FeatureSet
 from semsearch.images import OpenedImage, open_image
-from semsearch.models.registry import ModelSpec
+from semsearch.models.registry import ModelSpec, input_key
 from semsearch.models.runtime import Backbone
 from semsearch.pooling import pool, pooled_dim
 
@@ -61,7 +61,7 @@ class FeatureExtractor:
 
     @property
     def preprocessing(self) -> str:
-        return self.spec.preprocess.name
+        return input_key(self.spec)
 
     def decode(
         self, source: str | bytes, name: str | None = None

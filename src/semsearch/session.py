@@ -16,7 +16,7 @@ from semsearch.index.catalog import IndexCatalog, IndexStatus
 from semsearch.index.exact import Metric
 from semsearch.indexing import IndexReport, Progress, index_folder
 from semsearch.models.onnx_file import is_onnx_name, onnx_spec
-from semsearch.models.registry import ModelRegistry, ModelSpec, default_registry
+from semsearch.models.registry import ModelRegistry, ModelSpec, default_registry, input_key
 from semsearch.models.runtime import load_backbone
 from semsearch.search import SearchResult, SearchService
 from semsearch.store import FeatureSetRecord, Store
@@ -102,6 +102,10 @@ class Session:
             return self._onnx_specs[name]
         return self.registry.get(name)
 
+    def input_key(self, fs: FeatureSet) -> str:
+        """Gives how the feature set's models are fed, as stored beside its vectors."""
+        return "+".join(input_key(self.spec(model)) for model in fs.model.split("+"))
+
     def _single(self, fs: FeatureSet) -> FeatureExtractor:
         spec = self.spec(fs.model)
         backbone = load_backbone(spec, [fs.layer], runtime=self.config.runtime,
@@ -113,11 +117,12 @@ class Session:
         """Gives the stored feature set to search: the one asked for, else the default one if
         indexed, else the only one in the store."""
         if fs is not None:
-            return self.store.feature_set(fs)
+            return self.store.feature_set(fs, self.input_key(fs))
         default = self.feature_set()
         stored = self.store.feature_sets()
         for record in stored:
-            if record.feature_set == default:
+            if (record.feature_set == default
+                    and record.preprocessing == self.input_key(default)):
                 return record
         if len(stored) == 1:
             return stored[0]

@@ -37,6 +37,7 @@ class OnnxInput:
     mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     std: tuple[float, float, float] = (58.395, 57.12, 57.375)
     layout: str = "nchw"
+    channels: str = "rgb"  # "bgr" for models trained on BGR input (Caffe-style)
 
 
 def is_onnx_name(name: str) -> bool:
@@ -97,6 +98,7 @@ def onnx_spec(name: str, options: OnnxInput) -> ModelSpec:
         std=options.std,
         onnx_path=path,
         layout=options.layout,
+        channels=options.channels,
     )
     table = onnx_layer_table(spec)
     # The last feature map with spatial extent (not a 1x1 global pool), as for the Lite models.
@@ -161,6 +163,7 @@ class OnnxFileBackbone:
         assert spec.onnx_path is not None
         self.layers = list(layers)
         self.layout = spec.layout
+        self.bgr = spec.channels == "bgr"
         table = onnx_layer_table(spec)
         infos = [find_layer(table, layer, spec.name) for layer in self.layers]
         self._shapes = {info.name: info.shape for info in infos}
@@ -191,6 +194,8 @@ class OnnxFileBackbone:
         self._input = self._session.get_inputs()[0].name
 
     def run(self, images: npt.NDArray[np.uint8]) -> dict[str, npt.NDArray[np.float32]]:
+        if self.bgr:
+            images = images[..., ::-1]
         x = (images.astype(np.float32) - self._mean) / self._std
         if self.layout == "nchw":
             x = x.transpose(0, 3, 1, 2)

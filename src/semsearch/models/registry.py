@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from semsearch.errors import UnknownModelError
 from semsearch.models.preprocess import Preprocess
 
@@ -35,6 +37,19 @@ class ModelSpec:
     # For a user's ONNX file: its path, and whether it takes NCHW or NHWC input.
     onnx_path: str | None = None
     layout: str = "nchw"
+    channels: str = "rgb"
+
+
+def input_key(spec: ModelSpec) -> str:
+    """Gives the part of a feature set's identity that says how images were fed to the
+    model. For a user's ONNX model it also names the normalization, channel order and the
+    file's content, so changing any of them gives new vectors rather than mixed ones."""
+    key = spec.preprocess.name
+    if spec.onnx_path is not None:
+        mean = ",".join(f"{m:g}" for m in np.atleast_1d(spec.mean))
+        std = ",".join(f"{s:g}" for s in np.atleast_1d(spec.std))
+        key += f"-mean{mean}-std{std}-{spec.channels}-{spec.weights_id()[:12]}"
+    return key
 
 
 class ModelRegistry:

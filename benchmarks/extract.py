@@ -168,7 +168,7 @@ def main() -> int:
                 with Image.open(path) as im:
                     pixels = spec.preprocess(im.convert("RGB"))
                 # A writable copy: torch warns about read-only arrays (PIL's buffer is one).
-                return pool(torch_net.run(np.array(pixels[None]))[fs.layer], "avg")[0]
+                return pool(torch_net.run(np.array(pixels[None]))[fs.layer], fs.pooling)[0]
 
             naive(photos[0])  # warm up
             similarity: list[float] = []

@@ -156,3 +156,15 @@ def test_search_uses_the_vectors_of_the_current_normalization(
         record = session.indexed_feature_set(session.feature_set())
         assert "mean127,127,127" in record.preprocessing
         assert "mean127,127,127" in session.indexed_feature_set(None).preprocessing
+
+
+def test_damaged_cached_graph_of_a_users_model_is_made_again(tiny_onnx: Path,
+                                                             tmp_path: Path) -> None:
+    with _session(tmp_path, tmp_path / "cache", model=f"onnx:{tiny_onnx}") as session:
+        fs = session.feature_set(pool="avg")
+        first = session.extractor(fs).embed_many([np.zeros((32, 32, 3), np.uint8)])
+    [cached] = (tmp_path / "cache" / "onnx").glob("byo-*.onnx")
+    cached.write_bytes(cached.read_bytes()[:100])
+    with _session(tmp_path, tmp_path / "cache", model=f"onnx:{tiny_onnx}") as session:
+        again = session.extractor(fs).embed_many([np.zeros((32, 32, 3), np.uint8)])
+    np.testing.assert_allclose(again, first, rtol=1e-6)

@@ -56,15 +56,17 @@ def database_augmentation(gallery: Vectors, k: int = 10, alpha: float = 3.0) -> 
 
 
 def augment_query(query: Vectors, gallery: Vectors, k: int = 10,
-                  alpha: float = 3.0) -> Vectors:
+                  alpha: float = 3.0, *, gallery_normalized: bool = False) -> Vectors:
     """Gives queries from outside a DBA gallery as they would be inside it: each query plus
     its k - 1 nearest gallery vectors (the query itself being the k-th), weighted by
     similarity to the power alpha, normalized. This is alpha query expansion matched to
-    DBA, so a query and its gallery copy are compared alike."""
+    DBA, so a query and its gallery copy are compared alike. gallery_normalized skips
+    normalizing a gallery whose rows are unit length already (a search's hot path)."""
     q = l2_normalize(query)
     if k < 2 or len(gallery) == 0:
         return q
-    return l2_normalize(q + _weighted_neighbour_sum(q, l2_normalize(gallery), k - 1, alpha))
+    g = gallery if gallery_normalized else l2_normalize(gallery)
+    return l2_normalize(q + _weighted_neighbour_sum(q, g, k - 1, alpha))
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from semsearch.expansion import database_augmentation, l2_normalize
+from semsearch.atomic import write_atomically
+from semsearch.expansion import augment_query, database_augmentation
 from semsearch.index.exact import Calibration, ExactIndex, Metric, calibration
 from semsearch.store import FeatureSetRecord, Store
 
@@ -56,13 +54,11 @@ class LoadedIndex:
     def expand(self, query: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Gives an outside query as it would be in the DBA gallery (see
         expansion.augment_query), using the original vectors; without DBA, the query."""
-        if self.base is None or self.expand_k < 2 or len(self.base) == 0:
+        if self.base is None:
             return query
-        q = l2_normalize(query[None, :])
-        distances, ids = self.base.search(q, self.expand_k - 1)
-        neighbours = self.base.stored(ids[0])
-        weights = np.power(np.clip(1.0 - distances[0], 0.0, None), EXPAND_ALPHA)
-        return l2_normalize(q + weights @ neighbours)[0]
+        # The base index is a cosine index, so its stored vectors are unit length.
+        return augment_query(query[None, :], self.base.vectors, self.expand_k, EXPAND_ALPHA,
+                             gallery_normalized=True)[0]
 
 
 @dataclass(frozen=True)
@@ -72,17 +68,6 @@ class IndexStatus:
     fresh: bool
     path: str
     expansion: str
-
-
-def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class IndexCatalog:
@@ -179,11 +164,10 @@ class IndexCatalog:
             "built_at": time.time(),
         }
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.folder / file_name, index.save)
+            write_atomically(self.folder / file_name, index.save)
             if base is not None and base_name is not None:
-                _atomic_write(self.folder / base_name, base.save)
-            _atomic_write(
+                write_atomically(self.folder / base_name, base.save)
+            write_atomically(
                 self.manifest_path(record, metric, expand_k),
                 lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)),
             )

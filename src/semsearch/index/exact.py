@@ -75,6 +75,11 @@ class ExactIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def vectors(self) -> npt.NDArray[np.float32]:
+        """Gives the stored vectors (normalized, for cosine), a view on FAISS's storage."""
+        return self._xb
+
     def stored(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         """Gives the stored vectors (normalized, for cosine) of the given ids."""
         if len(ids) == 0:

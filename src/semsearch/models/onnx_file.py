@@ -8,8 +8,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +16,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from semsearch.config import cores_or
-from semsearch.errors import ModelCacheError, UnknownLayerError, UnknownModelError
+from semsearch.atomic import write_atomically
+from semsearch.errors import UnknownLayerError, UnknownModelError
 from semsearch.models.network import LayerInfo, find_layer
 from semsearch.models.preprocess import Preprocess
 from semsearch.models.registry import ModelSpec, file_sha256
+from semsearch.models.runtime import cached_session
 
 PREFIX = "onnx:"
-_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -158,7 +156,6 @@ class OnnxFileBackbone:
     def __init__(self, spec: ModelSpec, layers: Sequence[str], cache_dir: Path,
                  threads: int = 0) -> None:
         import onnx
-        import onnxruntime as ort
 
         assert spec.onnx_path is not None
         self.layers = list(layers)
@@ -173,24 +170,20 @@ class OnnxFileBackbone:
             [spec.weights_id(), self.layers, spec.preprocess.size, spec.layout]).encode()
         ).hexdigest()[:20]
         path = cache_dir / "onnx" / f"byo-{key}.onnx"
-        with _lock:
-            if not path.exists():
-                model = _load(spec.onnx_path)
-                shapes = _shapes(model, spec.preprocess.size, spec.layout)
-                present = {o.name for o in model.graph.output}
-                for layer in self.layers:
-                    if layer not in present:
-                        model.graph.output.append(onnx.helper.make_tensor_value_info(
-                            layer, onnx.TensorProto.FLOAT,
-                            [None if not isinstance(d, int) else d for d in shapes[layer]]))
-                _save(model, path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = cores_or(threads)
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(path), options,
-                                             providers=["CPUExecutionProvider"])
+        source = spec.onnx_path
+
+        def make(target: Path) -> None:
+            model = _load(source)
+            shapes = _shapes(model, spec.preprocess.size, spec.layout)
+            present = {o.name for o in model.graph.output}
+            for layer in self.layers:
+                if layer not in present:
+                    model.graph.output.append(onnx.helper.make_tensor_value_info(
+                        layer, onnx.TensorProto.FLOAT,
+                        [None if not isinstance(d, int) else d for d in shapes[layer]]))
+            write_atomically(target, lambda tmp: onnx.save(model, tmp))
+
+        self._session = cached_session(path, threads, make)
         self._input = self._session.get_inputs()[0].name
 
     def run(self, images: npt.NDArray[np.uint8]) -> dict[str, npt.NDArray[np.float32]]:
@@ -211,21 +204,3 @@ class OnnxFileBackbone:
         if layer not in self._shapes:
             raise UnknownLayerError(f"layer {layer!r} was not requested")
         return self._shapes[layer]
-
-
-def _save(model: Any, path: Path) -> None:
-    import onnx
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-        os.close(fd)
-        try:
-            onnx.save(model, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except OSError as exc:
-        raise ModelCacheError(f"cannot write the model cache in {path.parent}: "
-                              f"{exc.strerror or exc} (setting cache_dir)") from None

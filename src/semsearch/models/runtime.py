@@ -6,17 +6,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from semsearch.atomic import write_atomically
 from semsearch.config import cores_or
 from semsearch.errors import ModelCacheError
 from semsearch.models.registry import ModelSpec
@@ -98,10 +97,8 @@ def export_onnx(spec: ModelSpec, layers: Sequence[str], path: Path) -> None:
     size = spec.preprocess.size
     dummy = torch.zeros(2, size, size, 3, dtype=torch.uint8)
     outputs = [f"layer{i}" for i in range(len(layers))]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         # no_grad, not inference_mode: the exporter cannot trace inference tensors.
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -115,21 +112,42 @@ def export_onnx(spec: ModelSpec, layers: Sequence[str], path: Path) -> None:
                 dynamic_axes={name: {0: "batch"} for name in ["images", *outputs]},
                 opset_version=17,
             )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    write_atomically(path, write)
 
 
-def _export_to_cache(spec: ModelSpec, layers: Sequence[str], path: Path) -> None:
-    log.info("exporting %s %s to %s", spec.name, list(layers), path)
-    try:
-        export_onnx(spec, layers, path)
-    except OSError as exc:
-        raise ModelCacheError(
-            f"cannot write the model cache in {path.parent}: {exc.strerror or exc} "
-            "(setting cache_dir)"
-        ) from None
+def cached_session(path: Path, threads: int, make: Callable[[Path], None]) -> Any:
+    """Gives an ONNX Runtime session on the graph cached at path, calling make(path) first
+    if it is missing, and again if the cached file cannot be loaded."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = cores_or(threads)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    # Idle runtime threads would otherwise spin, taking the cores the decoders need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+
+    def remake() -> None:
+        log.info("writing the model graph %s", path)
+        try:
+            make(path)
+        except OSError as exc:
+            raise ModelCacheError(
+                f"cannot write the model cache in {path.parent}: {exc.strerror or exc} "
+                "(setting cache_dir)"
+            ) from None
+
+    with _export_lock:
+        if not path.exists():
+            remake()
+        try:
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - a damaged cache entry is made again
+            log.warning("cached graph %s unusable (%s); making it again", path, exc)
+            remake()
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class OnnxBackbone:
@@ -138,31 +156,11 @@ class OnnxBackbone:
     def __init__(
         self, spec: ModelSpec, layers: Sequence[str], cache_dir: Path, threads: int = 0
     ) -> None:
-        import onnxruntime as ort
-
         self.layers = list(layers)
         path = cache_dir / "onnx" / f"{spec.name}-{graph_key(spec, self.layers)}.onnx"
         self.path = path
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = cores_or(threads)
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        # Idle runtime threads would otherwise spin, taking the cores the decoders need.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        with _export_lock:
-            if not path.exists():
-                _export_to_cache(spec, self.layers, path)
-            try:
-                self._session = ort.InferenceSession(
-                    str(path), options, providers=["CPUExecutionProvider"]
-                )
-            except Exception as exc:  # noqa: BLE001 - a damaged cache entry is made again
-                log.warning("cached graph %s unusable (%s); exporting it again", path, exc)
-                _export_to_cache(spec, self.layers, path)
-                self._session = ort.InferenceSession(
-                    str(path), options, providers=["CPUExecutionProvider"]
-                )
+        self._session = cached_session(path, threads,
+                                       lambda p: export_onnx(spec, self.layers, p))
         self._outputs = [o.name for o in self._session.get_outputs()]
         self._shapes = {
             name: tuple(int(d) for d in o.shape[1:])

@@ -138,13 +138,40 @@ class SearchService:
         if k <= 0:
             raise QueryError(f"k must be positive, not {k}")
         started = time.perf_counter()
-        exclude: int | None = None
-        vector: npt.NDArray[np.float32] | None = None
-        known = False
+        loaded = self.index_for(feature_set, metric, expand_k)
+        before_embedding = time.perf_counter()
+        vector, exclude = self._query_vector(query, feature_set, loaded)
+        embed_ms = (time.perf_counter() - before_embedding) * 1000
+        keep, images = self._nearest(loaded, vector, k, exclude)
+        score = loaded.calibration.scores(np.array([d for d, _ in keep]))
+        hits = [
+            Hit(rank, image_id, images[image_id].path, images[image_id].label, d, float(s))
+            for rank, ((d, image_id), s) in enumerate(zip(keep, score, strict=True), start=1)
+        ]
+        total_ms = (time.perf_counter() - started) * 1000
+        shown = str(metric) + (f" + DBA k={loaded.expand_k}" if loaded.expand_k else "")
+        return SearchResult(
+            query=query.describe(),
+            feature_set=feature_set.name,
+            metric=shown,
+            hits=hits,
+            embed_ms=embed_ms,
+            search_ms=total_ms - embed_ms,
+        )
+
+    def _query_vector(
+        self, query: Query, feature_set: FeatureSetRecord, loaded: LoadedIndex
+    ) -> tuple[npt.NDArray[np.float32], int | None]:
+        """Gives the vector to search with, and the indexed image to leave out. An indexed
+        image with DBA on uses its augmented vector; anything else is embedded (or read from
+        the store) and expanded to match the index."""
         if isinstance(query, KnownImageQuery):
-            exclude = query.image_id
+            if loaded.expand_k:
+                try:
+                    return loaded.known_vector(query.image_id), query.image_id
+                except KeyError:  # not in this index (added or removed since it was built)
+                    pass
             vector = self.store.vector(feature_set.id, query.image_id)
-            known = vector is not None
             if vector is None:
                 image = self.store.image(query.image_id)
                 if not os.path.exists(image.path):
@@ -153,39 +180,12 @@ class SearchService:
                         f"{image.path} is gone; index it with that feature set first"
                     )
                 vector = self._extractor_for(feature_set).embed_image(image.path)
-        else:
-            exclude = query.exclude
-            extractor = self._extractor_for(feature_set)
-            source = query.path if query.path is not None else query.data
-            if source is None:
-                raise QueryError("an image query needs a path or image bytes")
-            vector = extractor.embed_image(source, name=query.describe())
-        embedded = time.perf_counter()
-        loaded = self.index_for(feature_set, metric, expand_k)
-        augmented = None
-        if known and exclude is not None and loaded.expand_k:
-            try:
-                augmented = loaded.known_vector(exclude)
-            except KeyError:  # removed since the index was built: embed it as outside
-                augmented = None
-        vector = augmented if augmented is not None else loaded.expand(vector)
-        assert vector is not None
-        keep, images = self._nearest(loaded, vector, k, exclude)
-        score = loaded.calibration.scores(np.array([d for d, _ in keep]))
-        hits = [
-            Hit(rank, image_id, images[image_id].path, images[image_id].label, d, float(s))
-            for rank, ((d, image_id), s) in enumerate(zip(keep, score, strict=True), start=1)
-        ]
-        finished = time.perf_counter()
-        shown = str(metric) + (f" + DBA k={loaded.expand_k}" if loaded.expand_k else "")
-        return SearchResult(
-            query=query.describe(),
-            feature_set=feature_set.name,
-            metric=shown,
-            hits=hits,
-            embed_ms=(embedded - started) * 1000,
-            search_ms=(finished - embedded) * 1000,
-        )
+            return loaded.expand(vector), query.image_id
+        source = query.path if query.path is not None else query.data
+        if source is None:
+            raise QueryError("an image query needs a path or image bytes")
+        vector = self._extractor_for(feature_set).embed_image(source, name=query.describe())
+        return loaded.expand(vector), query.exclude
 
     def _nearest(
         self, loaded: LoadedIndex, vector: npt.NDArray[np.float32], k: int, exclude: int | None

@@ -45,10 +45,9 @@ class LoadedIndex:
     def expand_k(self) -> int:
         return int(self.manifest.get("expand_k_used", 0))
 
-    def known_vector(self, image_id: int) -> npt.NDArray[np.float32] | None:
-        """Gives an indexed image's query vector: its DBA vector when expansion is on."""
-        if self.base is None:
-            return None
+    def known_vector(self, image_id: int) -> npt.NDArray[np.float32]:
+        """Gives an indexed image's vector as this index holds it (its DBA vector when
+        augmentation is on); KeyError if the index does not hold it."""
         return self.index.stored(np.array([image_id], dtype=np.int64))[0]
 
     def expand(self, query: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

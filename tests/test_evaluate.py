@@ -64,3 +64,17 @@ def test_evaluate_gallery_and_per_class() -> None:
     mixed = evaluate_relevance(relevance(np.array([[1, 2], [0, 2], [0, 1]]), ["x", "y", "x"]),
                                ["x", "y", "x"], k=1)
     assert mixed.per_class["y"].nn_accuracy == 0.0 and mixed.per_class["x"].map == 0.75
+
+
+def test_chunked_evaluation_equals_the_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    import semsearch.evaluate as evaluate_module
+
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(50, 6)).astype(np.float32)
+    labels = [f"c{i % 4}" for i in range(50)]
+    whole = evaluate(vectors, labels, Metric("cosine"), k=5)
+    monkeypatch.setattr(evaluate_module, "_CHUNK", 7)
+    chunked = evaluate(vectors, labels, Metric("cosine"), k=5)
+    assert chunked.overall == whole.overall and chunked.per_class == whole.per_class
+    np.testing.assert_array_equal(chunked.average_precision, whole.average_precision)
+    assert rank_neighbours(vectors, Metric("cosine")).shape == (50, 49)

@@ -7,7 +7,7 @@ the query's class."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,14 +22,26 @@ _WEIGHTED_MAX = WEIGHTED_DEPTH * (WEIGHTED_DEPTH + 1) // 2
 Relevance = npt.NDArray[np.bool_]
 
 
-def rank_neighbours(vectors: npt.NDArray[np.float32], metric: Metric) -> npt.NDArray[np.int64]:
-    """Gives, for each vector, the indices of all other vectors from nearest to farthest."""
+# Queries are ranked this many at a time, so a large gallery needs chunk x n memory, not n x n.
+_CHUNK = 1024
+
+
+def _ranked_chunks(vectors: npt.NDArray[np.float32], metric: Metric
+                   ) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+    """Gives (query rows, their rankings of all other vectors), a chunk of queries at a time."""
     n = len(vectors)
     index = ExactIndex.build(vectors, np.arange(n, dtype=np.int64), metric)
-    _, found = index.search(vectors, n)
-    # Drop each query itself by identity, not by position: duplicates tie at distance 0.
-    keep = found != np.arange(n)[:, None]
-    return found[keep].reshape(n, n - 1)
+    for start in range(0, n, _CHUNK):
+        rows = np.arange(start, min(n, start + _CHUNK))
+        _, found = index.search(vectors[rows], n)
+        # Drop each query itself by identity, not by position: duplicates tie at distance 0.
+        keep = found != rows[:, None]
+        yield rows, found[keep].reshape(len(rows), n - 1)
+
+
+def rank_neighbours(vectors: npt.NDArray[np.float32], metric: Metric) -> npt.NDArray[np.int64]:
+    """Gives, for each vector, the indices of all other vectors from nearest to farthest."""
+    return np.concatenate([ranked for _, ranked in _ranked_chunks(vectors, metric)])
 
 
 def relevance(ranked: npt.NDArray[np.int64], labels: Sequence[str]) -> Relevance:
@@ -114,6 +126,14 @@ def evaluate_relevance(rel: Relevance, labels: Sequence[str], k: int = 10) -> Ev
 def evaluate(vectors: npt.NDArray[np.float32], labels: Sequence[str], metric: Metric,
              k: int = 10) -> Evaluation:
     """Gives every metric for a gallery of vectors with class labels, each image a query."""
-    if len(vectors) != len(labels) or len(vectors) < 2:
+    n = len(vectors)
+    if n != len(labels) or n < 2:
         raise ValueError("need at least two vectors, one label each")
-    return evaluate_relevance(relevance(rank_neighbours(vectors, metric), labels), labels, k)
+    codes = np.unique(np.asarray(labels), return_inverse=True)[1]
+    parts = []
+    for rows, ranked in _ranked_chunks(vectors, metric):
+        rel = codes[ranked] == codes[rows][:, None]
+        parts.append((weighted_precision_at_15(rel), precision_at(rel, k), recall_at(rel, k),
+                      average_precision(rel), rel[:, 0].copy()))
+    joined = [np.concatenate(column) for column in zip(*parts, strict=True)]
+    return Evaluation(k, list(labels), *joined)

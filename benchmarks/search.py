@@ -116,8 +116,9 @@ def service_p50(gallery: Array, n: int, picks: npt.NDArray[np.int64]) -> float:
                 for i in range(lo, min(n, lo + 5_000)):
                     path = folder / f"{i}.jpg"
                     path.touch()  # search passes over files that no longer exist
-                    batch.append(NewImage(str(path), 1, 1, f"{i:064x}", 1, 1, "x", gallery[i]))
-                store.write_batch(record.id, batch)
+                    batch.append(NewImage(str(path), 1, 1, f"{i:064x}", 1, 1, "x",
+                                          {record.id: gallery[i]}))
+                store.write_batch(batch)
             record = store.feature_set(record.feature_set)
             service = SearchService(store, IndexCatalog(store), lambda _: None)  # type: ignore[arg-type,return-value]
             service.index_for(record, Metric())  # build and load once

@@ -20,3 +20,13 @@ def write_atomically(path: Path, write: Callable[[str], object]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """Writes data to path atomically, readable by all like any file a person saves."""
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_bytes(data)
+        os.chmod(tmp, 0o644)
+
+    write_atomically(path, write)

@@ -80,6 +80,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.set_defaults(run=cmd_search)
 
+    p = command("compare", help="score models x layers x poolings x metrics on a labeled "
+                "folder (one sub-folder per class)")
+    p.add_argument("path", help="a folder with one sub-folder of images per class")
+    p.add_argument("--models", default="lite0,lite1,lite2",
+                   help="comma-separated models (default lite0,lite1,lite2)")
+    p.add_argument("--layers", default="auto",
+                   help="comma-separated layer names, or auto: 8 convolutional layers spread "
+                        "over each model's depth (default auto)")
+    p.add_argument("--pool", dest="pools", default="avg,gem",
+                   help="comma-separated poolings (default avg,gem)")
+    p.add_argument("--metrics", default="cosine,euclidean",
+                   help="comma-separated metrics: cosine, euclidean, sqeuclidean, minkowski, "
+                        "ip (default cosine,euclidean)")
+    p.add_argument("-k", "--k", dest="k", default=None, metavar="K",
+                   help="depth of precision@k and recall@k (default 10)")
+    p.add_argument("--top", type=int, default=15, metavar="N",
+                   help="leaderboard rows to print (default 15)")
+    p.add_argument("--out", default="semsearch-compare", metavar="FOLDER",
+                   help="where to write leaderboard.json/.csv and the PNG charts "
+                        "(default ./semsearch-compare)")
+    _add_settings(p, ("db", "minkowski_p", "batch_size", "workers", *_RUN_FLAGS))
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(run=cmd_compare)
+
     p = command("info", help="what is indexed, per feature set")
     _add_settings(p, ("db",))
     p.add_argument("--json", action="store_true")
@@ -158,7 +182,7 @@ def cmd_index(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         _print_json({**asdict(report), "images_per_second": report.images_per_second})
         return 0
-    print(f"{report.root}: {report.found} image files, {report.feature_set}")
+    print(f"{report.root}: {report.found} image files, {', '.join(report.feature_sets)}")
     print(f"  embedded {report.embedded}, unchanged {report.unchanged}, moved {report.moved}, "
           f"touched {report.touched}, removed {report.removed}, skipped {len(report.failed)} "
           f"in {report.seconds:.1f}s ({report.images_per_second:.1f} img/s)")
@@ -184,6 +208,60 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
     for hit in result.hits:
         print(f"{hit.rank:4d}  {hit.score * 100:5.1f}%  d={hit.distance:<10.4g} "
               f"{hit.label:<20s} {hit.path}")
+    return 0
+
+
+def _names(text: str, what: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise ConfigError(f"{what} must name at least one item")
+    return names
+
+
+def cmd_compare(args: argparse.Namespace, config: Config) -> int:
+    from semsearch.leaderboard import as_json, leaderboard_rows, write_outputs
+    from semsearch.sweep import run_sweep
+
+    root = _path_argument(args.path)
+    if args.top < 0:
+        raise ConfigError(f"--top must be 0 or more, not {args.top}")
+    bars: dict[str, _Bar] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[stage] = _Bar(not args.quiet, stage)
+        bars[stage](done, total)
+
+    with _session(config, create=True) as session:
+        try:
+            result = run_sweep(session, root, models=_names(args.models, "--models"),
+                               layers=_names(args.layers, "--layers"),
+                               poolings=_names(args.pools, "--pool"),
+                               metrics=_names(args.metrics, "--metrics"), k=config.k,
+                               progress=progress)
+        finally:
+            for bar in bars.values():
+                bar.close()
+    paths = write_outputs(result, args.out)
+    if args.json:
+        _print_json({**as_json(result), "files": [str(p) for p in paths]})
+        return 0
+    embedded = sum(report.embedded for report in result.reports)
+    print(f"{result.root}: {result.images} images in {result.classes} classes; embedded "
+          f"{embedded} image-model pairs, scored {len(result.rows)} configurations in "
+          f"{result.seconds:.1f}s (comparison run {result.sweep.id})")
+    skipped = [item for report in result.reports for item in report.failed]
+    for item in dict.fromkeys(skipped):
+        print(f"  skipped {item.path}: {item.reason}")
+    print(f"{'rank':>4}  {'model':<8} {'layer':<28} {'pool':<5} {'metric':<16} "
+          f"{'wP@15':>6} {f'P@{result.k}':>6} {f'R@{result.k}':>6} {'mAP':>6} {'NN acc':>6}")
+    for row in leaderboard_rows(result)[:args.top]:
+        print(f"{row['rank']:4d}  {row['model']:<8} {row['layer']:<28} {row['pooling']:<5} "
+              f"{row['metric']:<16} {row['weighted_p15']:6.2f} {row['precision_at_k']:6.3f} "
+              f"{row['recall_at_k']:6.3f} {row['map']:6.3f} {row['nn_accuracy']:6.3f}")
+    print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 

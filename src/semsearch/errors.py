@@ -55,3 +55,7 @@ class NotIndexedError(SemsearchError):
 
 class QueryError(SemsearchError):
     """A search query cannot be understood."""
+
+
+class EvaluationError(SemsearchError):
+    """A folder cannot be scored as asked: too few images or classes."""

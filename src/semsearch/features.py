@@ -21,22 +21,40 @@ from semsearch.models.runtime import Backbone
 from semsearch.pooling import pool, pooled_dim
 
 
-class Extractor(Protocol):
-    """What indexing and search need from an extractor, single-model or composite."""
-
-    feature_set: FeatureSet
-    dim: int
+class Embedder(Protocol):
+    """What indexing needs: one decode per image, then vectors for one or more feature sets
+    (`outputs`: each feature set and its dimension)."""
 
     @property
     def preprocessing(self) -> str: ...
 
+    @property
+    def outputs(self) -> tuple[tuple[FeatureSet, int], ...]: ...
+
     def decode(self, source: str | bytes, name: str | None = None
                ) -> tuple[Any, tuple[int, int]]: ...
+
+    def embed_sets(self, inputs: Sequence[Any]) -> list[npt.NDArray[np.float32]]: ...
+
+
+class Extractor(Embedder, Protocol):
+    """What search needs besides: one feature set's vectors, single-model or composite."""
+
+    feature_set: FeatureSet
+    dim: int
 
     def embed_many(self, inputs: Sequence[Any]) -> npt.NDArray[np.float32]: ...
 
     def embed_image(self, source: str | bytes,
                     name: str | None = None) -> npt.NDArray[np.float32]: ...
+
+
+def _decode(spec: ModelSpec, max_pixels: int, source: str | bytes, name: str | None
+            ) -> tuple[npt.NDArray[np.uint8], tuple[int, int]]:
+    prep = spec.preprocess
+    opened = open_image(source, max_pixels=max_pixels, min_short_side=prep.resize_short,
+                        name=name)
+    return prep(opened.image), (opened.width, opened.height)
 
 
 class FeatureExtractor:
@@ -63,14 +81,19 @@ class FeatureExtractor:
     def preprocessing(self) -> str:
         return input_key(self.spec)
 
+    @property
+    def outputs(self) -> tuple[tuple[FeatureSet, int], ...]:
+        return ((self.feature_set, self.dim),)
+
     def decode(
         self, source: str | bytes, name: str | None = None
     ) -> tuple[npt.NDArray[np.uint8], tuple[int, int]]:
         """Gives the network input for an image and the image's upright (width, height)."""
-        prep = self.spec.preprocess
-        opened = open_image(source, max_pixels=self.max_pixels,
-                            min_short_side=prep.resize_short, name=name)
-        return prep(opened.image), (opened.width, opened.height)
+        return _decode(self.spec, self.max_pixels, source, name)
+
+    def embed_sets(self, inputs: Sequence[npt.NDArray[np.uint8]]
+                   ) -> list[npt.NDArray[np.float32]]:
+        return [self.embed_many(inputs)]
 
     def embed(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Gives (N, dim) vectors for a (N, H, W, 3) uint8 batch."""
@@ -102,6 +125,14 @@ class CompositeExtractor:
     def preprocessing(self) -> str:
         return "+".join(part.preprocessing for part in self.parts)
 
+    @property
+    def outputs(self) -> tuple[tuple[FeatureSet, int], ...]:
+        return ((self.feature_set, self.dim),)
+
+    def embed_sets(self, inputs: Sequence[tuple[npt.NDArray[np.uint8], ...]]
+                   ) -> list[npt.NDArray[np.float32]]:
+        return [self.embed_many(inputs)]
+
     def decode(self, source: str | bytes, name: str | None = None
                ) -> tuple[tuple[npt.NDArray[np.uint8], ...], tuple[int, int]]:
         """Gives each part's network input from one decode, and the image's full size."""
@@ -119,3 +150,35 @@ class CompositeExtractor:
     def embed_image(self, source: str | bytes, name: str | None = None) -> npt.NDArray[np.float32]:
         inputs, _ = self.decode(source, name)
         return self.embed_many([inputs])[0]
+
+
+class LayerSweep:
+    """Many feature sets of one model from one forward pass: every requested layer, each
+    pooled every requested way. `semsearch compare` indexes with it."""
+
+    def __init__(self, spec: ModelSpec, feature_sets: Sequence[FeatureSet], backbone: Backbone,
+                 *, flat_max_dims: int = 200_000, max_pixels: int = 120_000_000) -> None:
+        self.spec = spec
+        self.backbone = backbone
+        self.max_pixels = max_pixels
+        self.feature_sets = list(dict.fromkeys(feature_sets))
+        self._outputs = tuple(
+            (fs, pooled_dim(backbone.output_shape(fs.layer), fs.pooling, flat_max_dims))
+            for fs in self.feature_sets)
+
+    @property
+    def preprocessing(self) -> str:
+        return input_key(self.spec)
+
+    @property
+    def outputs(self) -> tuple[tuple[FeatureSet, int], ...]:
+        return self._outputs
+
+    def decode(self, source: str | bytes, name: str | None = None
+               ) -> tuple[npt.NDArray[np.uint8], tuple[int, int]]:
+        return _decode(self.spec, self.max_pixels, source, name)
+
+    def embed_sets(self, inputs: Sequence[npt.NDArray[np.uint8]]
+                   ) -> list[npt.NDArray[np.float32]]:
+        maps = self.backbone.run(np.stack(list(inputs)))
+        return [pool(maps[fs.layer], fs.pooling) for fs in self.feature_sets]

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from semsearch.config import cores_or
 from semsearch.errors import BadImageError
-from semsearch.features import Extractor
+from semsearch.features import Embedder
 from semsearch.images import ImageFile, Scan, check_name, read_bytes, scan_images
 from semsearch.store import ImageRecord, Move, NewImage, Store
 
@@ -43,7 +43,7 @@ class IndexReport:
     """What an `index_folder` run did."""
 
     root: str
-    feature_set: str
+    feature_sets: list[str]
     found: int = 0
     embedded: int = 0
     unchanged: int = 0
@@ -82,9 +82,10 @@ class _Decoded:
 class _Plan:
     """What a run must do, and the content-hash lookups its decoding threads share."""
 
-    def __init__(self, store: Store, fs_id: int, root: str, scan: Scan) -> None:
+    def __init__(self, store: Store, fs_ids: list[int], root: str, scan: Scan) -> None:
         stored = store.images_under(root)
-        self.with_vectors = store.image_ids_with_vectors(fs_id)
+        # An image is done when every feature set of the run has its vector.
+        self.with_vectors = set.intersection(*(store.image_ids_with_vectors(i) for i in fs_ids))
         files = scan.files
         # Paths that could not be looked at are not known to be gone: keep what is stored.
         seen = {f.path for f in files} | {path for path, _ in scan.problems}
@@ -115,7 +116,7 @@ def _certainly_gone(path: str) -> bool:
 
 
 def _prepare(
-    extractor: Extractor, plan: _Plan, f: ImageFile, rec: ImageRecord | None
+    extractor: Embedder, plan: _Plan, f: ImageFile, rec: ImageRecord | None
 ) -> _Decoded | Move | _Undecodable:
     check_name(f.path)
     data = read_bytes(f.path)
@@ -142,15 +143,16 @@ def _prepare(
 
 def index_folder(
     store: Store,
-    extractor: Extractor,
+    extractor: Embedder,
     root: str | os.PathLike[str],
     *,
     batch_size: int = 32,
     workers: int = 0,
     progress: Progress | None = None,
 ) -> IndexReport:
-    """Brings the store's vectors for root (a folder or one file) up to date with the disk and
-    gives a report. Bad files are skipped and listed; they never stop the run."""
+    """Brings the store's vectors for root (a folder or one file) up to date with the disk,
+    for every feature set the extractor gives, and gives a report. Bad files are skipped and
+    listed; they never stop the run."""
     started = time.perf_counter()
     root_path = os.path.realpath(os.fspath(root))
     check_name(root_path)
@@ -159,11 +161,11 @@ def index_folder(
     scan = scan_images(root_path)
     if not os.path.isdir(root_path) and not scan.files:
         raise BadImageError(*scan.problems[0])
-    record = store.ensure_feature_set(extractor.feature_set, extractor.preprocessing,
-                                      extractor.dim)
-    plan = _Plan(store, record.id, root_path, scan)
-    report = IndexReport(root_path, str(extractor.feature_set), found=len(scan.files),
-                         unchanged=plan.unchanged)
+    fs_ids = [store.ensure_feature_set(fs, extractor.preprocessing, dim).id
+              for fs, dim in extractor.outputs]
+    plan = _Plan(store, fs_ids, root_path, scan)
+    report = IndexReport(root_path, [str(fs) for fs, _ in extractor.outputs],
+                         found=len(scan.files), unchanged=plan.unchanged)
     report.failed.extend(Skipped(path, reason) for path, reason in scan.problems)
     consumed: set[int] = set()
     stale: set[int] = set()
@@ -175,21 +177,22 @@ def index_folder(
         nonlocal decoded, moves
         new: list[NewImage] = []
         if decoded:
-            vectors = extractor.embed_many([d.pixels for d in decoded])
-            finite: npt.NDArray[np.bool_] = np.asarray(np.isfinite(vectors).all(axis=1))
+            sets = extractor.embed_sets([d.pixels for d in decoded])
+            finite: npt.NDArray[np.bool_] = np.logical_and.reduce(
+                [np.isfinite(vectors).all(axis=1) for vectors in sets])
             for i in np.flatnonzero(~finite):
                 report.failed.append(Skipped(decoded[i].file.path,
                                              "the model gave non-finite values for it"))
             decoded = [d for i, d in enumerate(decoded) if finite[i]]
-            vectors = vectors[finite]
+            sets = [vectors[finite] for vectors in sets]
             moved_in = _moved_from_elsewhere(decoded)
             new = [
                 NewImage(d.file.path, d.file.size, d.file.mtime_ns, d.sha256, d.width, d.height,
-                         d.file.label, vectors[i],
+                         d.file.label, {fs_id: sets[j][i] for j, fs_id in enumerate(fs_ids)},
                          d.replaces if d.replaces is not None else moved_in.get(d.file.path))
                 for i, d in enumerate(decoded)
             ]
-        store.write_batch(record.id, new, moves)
+        store.write_batch(new, moves)
         report.embedded += len(new)
         report.touched += sum(1 for m in moves if m.touched)
         report.moved += sum(1 for m in moves if not m.touched)

@@ -10,7 +10,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +64,25 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
     INSERT INTO meta(key, value) VALUES ('catalogue_id', lower(hex(randomblob(16))));
     """,
+    # 3: comparison sweeps (`semsearch compare`) and their scores, kept for the web app.
+    """
+    CREATE TABLE sweeps(
+        id INTEGER PRIMARY KEY,
+        root TEXT NOT NULL,
+        settings TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE sweep_results(
+        sweep_id INTEGER NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE,
+        feature_set TEXT NOT NULL,
+        preprocessing TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        scores TEXT NOT NULL,
+        image_ids BLOB NOT NULL,
+        per_query BLOB NOT NULL,
+        PRIMARY KEY(sweep_id, feature_set, metric)
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -98,8 +117,9 @@ class FeatureSetRecord:
 
 @dataclass(frozen=True)
 class NewImage:
-    """A decoded file and its vector, ready to be written. `replaces` is the id of a stored
-    image with the same content (a moved file) whose row is re-pointed instead of added."""
+    """A decoded file and its vectors (by feature set id), ready to be written. `replaces` is
+    the id of a stored image with the same content (a moved file) whose row is re-pointed
+    instead of added."""
 
     path: str
     size: int
@@ -108,7 +128,7 @@ class NewImage:
     width: int
     height: int
     label: str
-    vector: npt.NDArray[np.float32]
+    vectors: Mapping[int, npt.NDArray[np.float32]]
     replaces: int | None = None
 
 
@@ -122,6 +142,29 @@ class Move:
     mtime_ns: int
     label: str
     touched: bool = False  # same path, same content, new modification time
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """A stored comparison run: the folder it measured and its settings (JSON text)."""
+
+    id: int
+    root: str
+    settings: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One configuration's scores in a sweep: the means (JSON text) and the weighted
+    precision at 15 of every query image, by image id."""
+
+    feature_set: str
+    preprocessing: str
+    metric: str
+    scores: str
+    image_ids: npt.NDArray[np.int64]
+    per_query: npt.NDArray[np.float32]
 
 
 _BUSY_SECONDS = 30.0
@@ -364,7 +407,7 @@ class Store:
 
     def vectors(self, fs_id: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """Gives (image ids, float32 matrix) of every vector in the feature set, by image id."""
-        dim = int(self._read("SELECT dim FROM feature_sets WHERE id = ?", (fs_id,))[0][0])
+        dim = self._dim(fs_id)
         rows = self._read(
             "SELECT image_id, vector FROM vectors WHERE feature_set_id = ? ORDER BY image_id",
             (fs_id,),
@@ -380,11 +423,13 @@ class Store:
         )
         return np.frombuffer(rows[0][0], dtype=np.float32).copy() if rows else None
 
-    def write_batch(self, fs_id: int, new: Sequence[NewImage], moves: Sequence[Move] = ()) -> None:
-        """Stores a batch of new vectors and moved images in one transaction."""
+    def write_batch(self, new: Sequence[NewImage], moves: Sequence[Move] = ()) -> None:
+        """Stores a batch of new images with their vectors, and moved images, in one
+        transaction."""
         now = time.time()
-        touched_sets = {fs_id} if new else set()
-        dim = int(self._read("SELECT dim FROM feature_sets WHERE id = ?", (fs_id,))[0][0])
+        touched_sets: set[int] = set()
+        wanted = sorted({fs_id for item in new for fs_id in item.vectors})
+        dims = {fs_id: self._dim(fs_id) for fs_id in wanted}
         with self._transaction() as conn:
             for move in moves:
                 touched_sets |= self._repoint(conn, move.image_id, move.path, move.size,
@@ -419,16 +464,24 @@ class Store:
                     image_id = conn.execute(
                         "SELECT id FROM images WHERE path = ?", (item.path,)
                     ).fetchone()[0]
-                vector = np.ascontiguousarray(item.vector, np.float32)
-                if vector.shape != (dim,) or not np.isfinite(vector).all():
-                    raise ValueError(f"{item.path}: vector of shape {vector.shape} with "
-                                     f"non-finite values or not of length {dim}")
-                conn.execute(
-                    "INSERT OR REPLACE INTO vectors(feature_set_id, image_id, vector)"
-                    " VALUES (?, ?, ?)",
-                    (fs_id, image_id, vector.tobytes()),
-                )
+                for fs_id, given in item.vectors.items():
+                    vector = np.ascontiguousarray(given, np.float32)
+                    if vector.shape != (dims[fs_id],) or not np.isfinite(vector).all():
+                        raise ValueError(f"{item.path}: vector of shape {vector.shape} with "
+                                         f"non-finite values or not of length {dims[fs_id]}")
+                    conn.execute(
+                        "INSERT OR REPLACE INTO vectors(feature_set_id, image_id, vector)"
+                        " VALUES (?, ?, ?)",
+                        (fs_id, image_id, vector.tobytes()),
+                    )
+                    touched_sets.add(fs_id)
             self._bump(conn, touched_sets)
+
+    def _dim(self, fs_id: int) -> int:
+        rows = self._read("SELECT dim FROM feature_sets WHERE id = ?", (fs_id,))
+        if not rows:
+            raise NotIndexedError(f"feature set {fs_id} is no longer in the catalogue")
+        return int(rows[0][0])
 
     @staticmethod
     def _sets_with_vectors(conn: sqlite3.Connection, image_ids: Sequence[int]) -> set[int]:
@@ -477,3 +530,38 @@ class Store:
     def remove_under(self, path: str) -> int:
         """Removes every image at or below an absolute path; gives how many."""
         return self.remove_images(row.id for row in self.images_under(path).values())
+
+    # -- sweeps -------------------------------------------------------------------------------
+
+    def save_sweep(self, root: str, settings: str, rows: Sequence[SweepRow]) -> SweepRecord:
+        """Stores a comparison run and its rows in one transaction; gives its record."""
+        now = time.time()
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO sweeps(root, settings, created_at) VALUES (?, ?, ?)",
+                (root, settings, now))
+            sweep_id = int(cursor.lastrowid or 0)
+            conn.executemany(
+                "INSERT INTO sweep_results(sweep_id, feature_set, preprocessing, metric, scores,"
+                " image_ids, per_query) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(sweep_id, row.feature_set, row.preprocessing, row.metric, row.scores,
+                  np.ascontiguousarray(row.image_ids, np.int64).tobytes(),
+                  np.ascontiguousarray(row.per_query, np.float32).tobytes()) for row in rows])
+        return SweepRecord(sweep_id, root, settings, now)
+
+    def sweeps(self, root: str | None = None) -> list[SweepRecord]:
+        """Gives the stored comparison runs, newest first (of one folder, if given)."""
+        where, args = ("WHERE root = ?", (root,)) if root is not None else ("", ())
+        rows = self._read(
+            f"SELECT id, root, settings, created_at FROM sweeps {where} ORDER BY id DESC", args)
+        return [SweepRecord(*row) for row in rows]
+
+    def sweep_rows(self, sweep_id: int) -> list[SweepRow]:
+        """Gives a stored comparison run's rows, or raises NotIndexedError."""
+        if not self._read("SELECT 1 FROM sweeps WHERE id = ?", (sweep_id,)):
+            raise NotIndexedError(f"no comparison run with id {sweep_id} in the catalogue")
+        rows = self._read(
+            "SELECT feature_set, preprocessing, metric, scores, image_ids, per_query"
+            " FROM sweep_results WHERE sweep_id = ? ORDER BY feature_set, metric", (sweep_id,))
+        return [SweepRow(r[0], r[1], r[2], r[3], np.frombuffer(r[4], np.int64).copy(),
+                         np.frombuffer(r[5], np.float32).copy()) for r in rows]

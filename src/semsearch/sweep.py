@@ -1,0 +1,196 @@
+"""`semsearch compare`: every model x layer x pooling x metric scored on a labeled folder
+(class = folder name), ranked, and stored for the web app.
+
+Each model runs once per image: all its requested layers come from one forward pass and
+are pooled every requested way (`LayerSweep`). The vectors are kept in the catalogue like
+any index's, so a second run on the same folder embeds only what changed."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from semsearch.errors import EvaluationError
+from semsearch.evaluate import Scores, evaluate
+from semsearch.features import LayerSweep
+from semsearch.featureset import FeatureSet
+from semsearch.indexing import IndexReport, Progress, index_folder
+from semsearch.models.network import LayerInfo, find_layer
+from semsearch.models.runtime import load_backbone
+from semsearch.pooling import check_pooling
+from semsearch.session import Session
+from semsearch.store import SweepRecord, SweepRow
+
+AUTO = "auto"
+AUTO_COUNT = 8
+
+
+def _is_conv(layer: LayerInfo) -> bool:
+    # torch's Conv2d and its subclasses (Conv2dStaticSamePadding), and ONNX's Conv node.
+    return layer.type.startswith("Conv") and "Transpose" not in layer.type
+
+# (stage, done, total): stage is "embedding MODEL" or "scoring".
+SweepProgress = Callable[[str, int, int], None]
+
+
+def auto_layers(table: Sequence[LayerInfo], count: int = AUTO_COUNT) -> list[str]:
+    """Gives `count` convolutional layers with trainable weights spread evenly over the
+    network's depth, first and last included (all of them if there are fewer)."""
+    convs = [layer for layer in table if _is_conv(layer) and layer.params > 0 and layer.height]
+    if not convs:
+        raise EvaluationError("the model has no convolutional layers with weights; "
+                              "name layers with --layers")
+    if len(convs) <= count:
+        return [layer.name for layer in convs]
+    picks = np.unique(np.round(np.linspace(0, len(convs) - 1, count)).astype(int))
+    return [convs[i].name for i in picks]
+
+
+def choose_layers(table: Sequence[LayerInfo], requested: Sequence[str], model: str) -> list[str]:
+    """Gives the layers to sweep, in network order: `auto` expands to `auto_layers`, other
+    names must be layers of the model."""
+    names: set[str] = set()
+    for item in requested:
+        if item == AUTO:
+            names.update(auto_layers(table))
+        else:
+            layer = find_layer(table, item, model)
+            if not layer.height:
+                raise EvaluationError(f"{model} layer {item} has no spatial map to pool "
+                                      "(choose a convolutional layer)")
+            names.add(layer.name)
+    return [layer.name for layer in table if layer.name in names]
+
+
+def _stage(progress: SweepProgress | None, stage: str) -> Progress | None:
+    if progress is None:
+        return None
+    report = progress
+    return lambda done, total: report(stage, done, total)
+
+
+@dataclass(frozen=True)
+class ConfigScore:
+    """One configuration's means over all queries, and per query class."""
+
+    model: str
+    layer: str
+    pooling: str
+    metric: str
+    depth: int  # the layer's position among the model's layers (0 = first)
+    overall: Scores
+    per_class: dict[str, Scores]
+
+    @property
+    def feature_set(self) -> FeatureSet:
+        return FeatureSet(self.model, self.layer, self.pooling)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    sweep: SweepRecord
+    root: str
+    images: int
+    classes: int
+    k: int
+    layers: dict[str, list[str]]  # per model, in network order
+    rows: list[ConfigScore]  # best first, by weighted precision at 15, then mAP
+    reports: list[IndexReport]
+    seconds: float
+
+
+def run_sweep(
+    session: Session,
+    root: str,
+    *,
+    models: Sequence[str],
+    layers: Sequence[str] = (AUTO,),
+    poolings: Sequence[str] = ("avg", "gem"),
+    metrics: Sequence[str] = ("cosine",),
+    k: int = 10,
+    progress: SweepProgress | None = None,
+) -> SweepResult:
+    """Embeds a labeled folder with every model (all layers in one pass per image, cached in
+    the catalogue), scores every model x layer x pooling x metric, stores and gives the
+    ranked results."""
+    from semsearch.models.summary import layers as layer_table
+
+    started = time.perf_counter()
+    if not models:
+        raise EvaluationError("name at least one model")
+    if any("+" in model for model in models):
+        raise EvaluationError("compare scores single models; name composite models "
+                              "(a+b) to `index` instead")
+    pools = list(dict.fromkeys(check_pooling(p) for p in poolings))
+    chosen_metrics = list(dict.fromkeys(session.metric(name) for name in metrics))
+    if not pools or not chosen_metrics:
+        raise EvaluationError("name at least one pooling and one metric")
+    if k < 1:
+        raise EvaluationError(f"k must be at least 1, not {k}")
+
+    plans: list[tuple[str, list[LayerInfo], list[str]]] = []
+    for model in dict.fromkeys(models):
+        session.spec(model)  # an unknown model fails here, before any work
+        table = layer_table(session.registry, model, session.config.onnx_input())
+        plans.append((model, table, choose_layers(table, layers, model)))
+
+    reports = []
+    config = session.config
+    for model, _, names in plans:
+        spec = session.spec(model)
+        backbone = load_backbone(spec, names, runtime=config.runtime,
+                                 cache_dir=session.cache_dir, threads=config.threads)
+        sweep = LayerSweep(spec, [FeatureSet(model, name, p) for name in names for p in pools],
+                           backbone, flat_max_dims=config.flat_max_dims,
+                           max_pixels=config.max_pixels)
+        reports.append(index_folder(
+            session.store, sweep, root, batch_size=config.batch_size, workers=config.workers,
+            progress=_stage(progress, f"embedding {model}")))
+    root_path = reports[0].root
+
+    images = session.store.images_under(root_path)
+    labels_by_id = {record.id: record.label for record in images.values()}
+    classes = len(set(labels_by_id.values()))
+    if len(images) < 2 or classes < 2:
+        raise EvaluationError(
+            f"{root_path} holds {len(images)} readable image(s) in {classes} class folder(s); "
+            "comparing needs at least two classes (one folder per class)")
+
+    jobs = [(model, table, name, p) for model, table, names in plans
+            for name in names for p in pools]
+    rows: list[ConfigScore] = []
+    stored: list[SweepRow] = []
+    total = len(jobs) * len(chosen_metrics)
+    for model, table, name, p in jobs:
+        fs = FeatureSet(model, name, p)
+        record = session.store.feature_set(fs, session.input_key(fs))
+        ids, vectors = session.store.vectors(record.id)
+        keep = np.isin(ids, np.fromiter(labels_by_id, np.int64))
+        ids, vectors = ids[keep], vectors[keep]
+        labels = [labels_by_id[int(i)] for i in ids]
+        depth = next(i for i, layer in enumerate(table) if layer.name == name)
+        for metric in chosen_metrics:
+            result = evaluate(vectors, labels, metric, k)
+            rows.append(ConfigScore(model, name, p, str(metric), depth, result.overall,
+                                    result.per_class))
+            scores = {"overall": asdict(result.overall),
+                      "per_class": {c: asdict(s) for c, s in result.per_class.items()}}
+            stored.append(SweepRow(str(fs), record.preprocessing, str(metric),
+                                   json.dumps(scores), ids,
+                                   result.weighted_p15.astype(np.float32)))
+            if progress:
+                progress("scoring", len(rows), total)
+
+    rows.sort(key=lambda r: (-r.overall.weighted_p15, -r.overall.map, r.model, r.depth,
+                             r.pooling, r.metric))
+    layer_names = {model: names for model, _, names in plans}
+    settings = {"models": list(layer_names), "layers": layer_names, "poolings": pools,
+                "metrics": [str(m) for m in chosen_metrics], "k": k,
+                "images": len(images), "classes": classes}
+    saved = session.store.save_sweep(root_path, json.dumps(settings), stored)
+    return SweepResult(saved, root_path, len(images), classes, k, layer_names, rows, reports,
+                       time.perf_counter() - started)

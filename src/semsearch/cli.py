@@ -26,7 +26,7 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-_FEATURE_FLAGS = ("model", "layer", "pool", "flat_max_dims")
+_FEATURE_FLAGS = ("model", "layer", "pool", "adapter", "flat_max_dims")
 _RUN_FLAGS = ("runtime", "threads", "max_pixels", "cache_dir", "onnx_size", "onnx_mean",
               "onnx_std", "onnx_layout", "onnx_channels")
 
@@ -103,6 +103,23 @@ def _parser() -> argparse.ArgumentParser:
     _add_settings(p, ("db", "minkowski_p", "batch_size", "workers", *_RUN_FLAGS))
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(run=cmd_compare)
+
+    p = command("adapt", help="learn a projection of the vectors from a labeled folder (one "
+                "sub-folder per class), saved as an adapter for index and search")
+    p.add_argument("path", help="a folder with one sub-folder of images per class")
+    p.add_argument("--name", required=True,
+                   help="the adapter's name; index and search use it with --adapter NAME")
+    p.add_argument("--heldout", type=float, default=0.3, metavar="FRACTION",
+                   help="fraction of each class kept out of training to measure the gain "
+                        "(default 0.3; 0 trains on everything and measures nothing)")
+    p.add_argument("--dim", type=int, default=128, help="dimensions of the projection "
+                   "(default 128)")
+    p.add_argument("--epochs", type=int, default=300, help="training epochs (default 300)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
+    _add_settings(p, ("db", "model", "layer", "pool", "flat_max_dims", "batch_size", "workers",
+                      *_RUN_FLAGS))
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(run=cmd_adapt)
 
     p = command("info", help="what is indexed, per feature set")
     _add_settings(p, ("db",))
@@ -194,7 +211,8 @@ def cmd_index(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_search(args: argparse.Namespace, config: Config) -> int:
-    chosen = any(getattr(args, name) is not None for name in ("model", "layer", "pool"))
+    chosen = any(getattr(args, name) is not None
+                 for name in ("model", "layer", "pool", "adapter"))
     with _session(config) as session:
         result = session.search(args.query,
                                 feature_set=session.feature_set() if chosen else None)
@@ -262,6 +280,51 @@ def cmd_compare(args: argparse.Namespace, config: Config) -> int:
               f"{row['metric']:<16} {row['weighted_p15']:6.2f} {row['precision_at_k']:6.3f} "
               f"{row['recall_at_k']:6.3f} {row['map']:6.3f} {row['nn_accuracy']:6.3f}")
     print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_adapt(args: argparse.Namespace, config: Config) -> int:
+    from semsearch.adapt import TrainSettings, adapt
+
+    settings = TrainSettings(dim=args.dim, epochs=args.epochs, seed=args.seed)
+    with _session(config, create=True) as session:
+        bar = _Bar(not args.quiet, "embedding")
+        try:
+            result = adapt(session, _path_argument(args.path), args.name,
+                           heldout=args.heldout, settings=settings, progress=bar)
+        finally:
+            bar.close()
+    if args.json:
+        _print_json({
+            "adapter": result.adapter.name, "feature_set": str(result.feature_set),
+            "base": str(result.adapter.base), "root": result.root, "classes": result.classes,
+            "trained_on": result.trained_on, "heldout": result.heldout,
+            "before": asdict(result.before) if result.before else None,
+            "after": asdict(result.after) if result.after else None,
+            "final_loss": result.final_loss, "train_seconds": result.train_seconds,
+            "skipped": [asdict(item) for item in result.report.failed]})
+        return 0
+    print(f"adapter {result.adapter.name}: {result.adapter.base} -> {result.feature_set} "
+          f"({result.adapter.weights.shape[0]} -> {result.adapter.weights.shape[1]} dims)")
+    print(f"  trained on {result.trained_on} images in {result.classes} classes in "
+          f"{result.train_seconds:.1f}s (final loss {result.final_loss:.3f}); "
+          f"{result.heldout} held out")
+    for item in result.report.failed:
+        print(f"  skipped {item.path}: {item.reason}")
+    if result.before and result.after:
+        b, a = result.before, result.after
+        print(f"  held-out retrieval (cosine, among the {result.heldout} held-out images):")
+        print(f"    {'':8} {'wP@15':>7} {f'P@{config.k}':>7} {'mAP':>7} {'NN acc':>7}")
+        for label, s in (("before", b), ("after", a)):
+            print(f"    {label:8} {s.weighted_p15:7.2f} {s.precision_at_k:7.3f} {s.map:7.3f} "
+                  f"{s.nn_accuracy:7.3f}")
+        print(f"    gain     {a.weighted_p15 - b.weighted_p15:+7.2f} "
+              f"{a.precision_at_k - b.precision_at_k:+7.3f} {a.map - b.map:+7.3f} "
+              f"{a.nn_accuracy - b.nn_accuracy:+7.3f}")
+    else:
+        print("  not measured: nothing was held out")
+    print(f"use it: semsearch search IMAGE --adapter {result.adapter.name}  "
+          f"(index other folders with --adapter {result.adapter.name})")
     return 0
 
 

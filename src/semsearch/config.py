@@ -118,6 +118,10 @@ class Config:
     pool: str = _setting(
         "gem", "pooling of a layer's map: avg, max, gem (p=3) or gemP such as gem4, or flat", str
     )
+    adapter: str | None = _setting(
+        None, "adapter learned by `semsearch adapt` whose projection of its base feature set "
+        "to index and search with", _optional_str,
+    )
     flat_max_dims: int = _setting(
         200_000, "largest vector `flat` pooling may produce", _positive_int
     )

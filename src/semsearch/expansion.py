@@ -24,6 +24,12 @@ def l2_normalize(x: npt.NDArray[np.floating]) -> Vectors:
     return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
+def project(vectors: Vectors, weights: Vectors) -> Vectors:
+    """Gives vectors through a learned projection (an adapter): normalize, project,
+    normalize."""
+    return l2_normalize(l2_normalize(vectors) @ weights)
+
+
 def concatenate(parts: Sequence[Vectors]) -> Vectors:
     """Gives the normalized concatenation of each part's normalized rows, so every model
     weighs the same whatever its dimension or scale."""

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from semsearch.expansion import concatenate
+from semsearch.expansion import concatenate, project
 from semsearch.featureset import FeatureSet
 from semsearch.images import OpenedImage, open_image
 from semsearch.models.registry import ModelSpec, input_key
@@ -182,3 +182,42 @@ class LayerSweep:
                    ) -> list[npt.NDArray[np.float32]]:
         maps = self.backbone.run(np.stack(list(inputs)))
         return [pool(maps[fs.layer], fs.pooling) for fs in self.feature_sets]
+
+
+class AdaptedExtractor:
+    """A base extractor's vectors through an adapter's learned projection."""
+
+    def __init__(self, feature_set: FeatureSet, base: Extractor,
+                 weights: npt.NDArray[np.float32], digest: str) -> None:
+        self.feature_set = feature_set
+        self.base = base
+        self.weights = weights
+        self.dim = int(weights.shape[1])
+        self._digest = digest
+
+    @property
+    def preprocessing(self) -> str:
+        return adapted_input_key(self.base.preprocessing, self._digest)
+
+    @property
+    def outputs(self) -> tuple[tuple[FeatureSet, int], ...]:
+        return ((self.feature_set, self.dim),)
+
+    def decode(self, source: str | bytes, name: str | None = None
+               ) -> tuple[Any, tuple[int, int]]:
+        return self.base.decode(source, name)
+
+    def embed_many(self, inputs: Sequence[Any]) -> npt.NDArray[np.float32]:
+        return project(self.base.embed_many(inputs), self.weights)
+
+    def embed_sets(self, inputs: Sequence[Any]) -> list[npt.NDArray[np.float32]]:
+        return [self.embed_many(inputs)]
+
+    def embed_image(self, source: str | bytes, name: str | None = None) -> npt.NDArray[np.float32]:
+        return project(self.base.embed_image(source, name)[None, :], self.weights)[0]
+
+
+def adapted_input_key(base: str, digest: str) -> str:
+    """Gives the input key of an adapted feature set: its base's, and which weights, so
+    vectors and indexes of a retrained adapter never mix with the old one's."""
+    return f"{base}|adapter:{digest}"

@@ -79,7 +79,8 @@ class SearchService:
         self.store = store
         self.catalog = catalog
         self._extractor_for = extractor_for
-        self._indexes: dict[tuple[int, str, int], tuple[FeatureSetRecord, LoadedIndex]] = {}
+        self._indexes: dict[tuple[int, str, str, str, int],
+                            tuple[FeatureSetRecord, LoadedIndex]] = {}
         self._lock = threading.Lock()
 
     def resolve(self, text: str) -> Query:
@@ -117,7 +118,9 @@ class SearchService:
     def index_for(self, record: FeatureSetRecord, metric: Metric,
                   expand_k: int = 0) -> LoadedIndex:
         """Gives the fresh index of the feature set for the metric (and expansion)."""
-        key = (record.id, metric.tag, expand_k)
+        # A replaced adapter's feature set may get a deleted set's id back; its name and
+        # input key tell them apart.
+        key = (record.id, record.name, record.preprocessing, metric.tag, expand_k)
         with self._lock:
             version = self.store.version(record.id)
             cached = self._indexes.get(key)

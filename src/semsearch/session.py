@@ -9,7 +9,13 @@ from pathlib import Path
 
 from semsearch.config import Config
 from semsearch.errors import FeatureSetError, NotIndexedError
-from semsearch.features import CompositeExtractor, Extractor, FeatureExtractor
+from semsearch.features import (
+    AdaptedExtractor,
+    CompositeExtractor,
+    Extractor,
+    FeatureExtractor,
+    adapted_input_key,
+)
 from semsearch.featureset import FeatureSet
 from semsearch.images import check_name
 from semsearch.index.catalog import IndexCatalog, IndexStatus
@@ -19,7 +25,7 @@ from semsearch.models.onnx_file import is_onnx_name, onnx_spec
 from semsearch.models.registry import ModelRegistry, ModelSpec, default_registry, input_key
 from semsearch.models.runtime import load_backbone
 from semsearch.search import SearchResult, SearchService
-from semsearch.store import FeatureSetRecord, Store
+from semsearch.store import AdapterRecord, FeatureSetRecord, Store
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class Session:
         self._extractors: dict[str, Extractor] = {}
         self._search: SearchService | None = None
         self._onnx_specs: dict[str, ModelSpec] = {}
+        self._adapters: dict[str, AdapterRecord] = {}
 
     def close(self) -> None:
         self.store.close()
@@ -66,9 +73,19 @@ class Session:
         return self.config.cache_path()
 
     def feature_set(self, model: str | None = None, layer: str | None = None,
-                    pool: str | None = None) -> FeatureSet:
+                    pool: str | None = None, adapter: str | None = None) -> FeatureSet:
         """Gives the feature set named by the arguments, falling back to the settings and to
-        the (first) model's default layer. `a+b` names a composite of models a and b."""
+        the (first) model's default layer. `a+b` names a composite of models a and b. With an
+        adapter, the feature set is the adapter's base, adapted."""
+        adapter = adapter or self.config.adapter
+        if adapter:
+            fs = self.store.adapter(adapter).base
+            for part, given in (("model", model), ("layer", layer), ("pooling", pool)):
+                if given is not None and given != getattr(fs, part):
+                    raise FeatureSetError(
+                        f"adapter {adapter} projects {fs}; its {part} is "
+                        f"{getattr(fs, part)}, not {given}")
+            return fs.adapted(adapter)
         name = model or self.config.model
         specs = [self.spec(part) for part in name.split("+")]
         return FeatureSet(name, layer or self.config.layer or specs[0].default_layer,
@@ -79,6 +96,13 @@ class Session:
 
     def extractor(self, fs: FeatureSet) -> Extractor:
         """Gives the (cached) extractor for a feature set, loading its backbones."""
+        if fs.adapter:
+            adapter = self._adapter(fs)
+            key = f"{fs}|{adapter.digest}"
+            if key not in self._extractors:
+                self._extractors[key] = AdaptedExtractor(fs, self.extractor(fs.base),
+                                                         adapter.weights, adapter.digest)
+            return self._extractors[key]
         key = str(fs)
         if key not in self._extractors:
             models = fs.model.split("+")
@@ -103,8 +127,22 @@ class Session:
         return self.registry.get(name)
 
     def input_key(self, fs: FeatureSet) -> str:
-        """Gives how the feature set's models are fed, as stored beside its vectors."""
-        return "+".join(input_key(self.spec(model)) for model in fs.model.split("+"))
+        """Gives how the feature set's models are fed (and for an adapted set, which
+        weights project it), as stored beside its vectors."""
+        key = "+".join(input_key(self.spec(model)) for model in fs.model.split("+"))
+        if fs.adapter:
+            return adapted_input_key(key, self._adapter(fs).digest)
+        return key
+
+    def _adapter(self, fs: FeatureSet) -> AdapterRecord:
+        # Reloaded when retrained (here or by another process); one small query otherwise.
+        cached = self._adapters.get(fs.adapter)
+        if cached is None or cached.created_at != self.store.adapter_created(fs.adapter):
+            cached = self._adapters[fs.adapter] = self.store.adapter(fs.adapter)
+        adapter = cached
+        if adapter.base != fs.base:
+            raise FeatureSetError(f"adapter {fs.adapter} projects {adapter.base}, not {fs.base}")
+        return adapter
 
     def _single(self, fs: FeatureSet) -> FeatureExtractor:
         spec = self.spec(fs.model)

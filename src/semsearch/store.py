@@ -5,6 +5,7 @@ transaction, so a process killed at any moment leaves the last committed state."
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sqlite3
@@ -82,6 +83,19 @@ _MIGRATIONS: tuple[str, ...] = (
         per_query BLOB NOT NULL,
         PRIMARY KEY(sweep_id, feature_set, metric)
     ) WITHOUT ROWID;
+    """,
+    # 4: adapters (`semsearch adapt`): learned projections of a base feature set.
+    """
+    CREATE TABLE adapters(
+        name TEXT PRIMARY KEY,
+        base TEXT NOT NULL,
+        preprocessing TEXT NOT NULL,
+        dim_in INTEGER NOT NULL,
+        dim_out INTEGER NOT NULL,
+        weights BLOB NOT NULL,
+        info TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -165,6 +179,23 @@ class SweepRow:
     scores: str
     image_ids: npt.NDArray[np.int64]
     per_query: npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class AdapterRecord:
+    """A learned projection (dim_in x dim_out) of a base feature set's vectors, and what it
+    was trained on (JSON text). `digest` names these exact weights."""
+
+    name: str
+    base: FeatureSet
+    preprocessing: str
+    weights: npt.NDArray[np.float32]
+    info: str
+    created_at: float
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.weights.tobytes()).hexdigest()[:12]
 
 
 _BUSY_SECONDS = 30.0
@@ -310,12 +341,11 @@ class Store:
         self, where: str = "", args: Sequence[object] = ()
     ) -> list[FeatureSetRecord]:
         rows = self._read(
-            "SELECT f.id, f.model, f.layer, f.pooling, f.preprocessing, f.dim, f.version"
+            "SELECT f.id, f.name, f.preprocessing, f.dim, f.version"
             f" FROM feature_sets f {where} ORDER BY f.id",
             args,
         )
-        return [FeatureSetRecord(r[0], FeatureSet(r[1], r[2], r[3]), r[4], r[5], r[6])
-                for r in rows]
+        return [FeatureSetRecord(r[0], FeatureSet.parse(r[1]), r[2], r[3], r[4]) for r in rows]
 
     def version(self, fs_id: int) -> int:
         """Gives a feature set's current version (one indexed lookup)."""
@@ -483,6 +513,21 @@ class Store:
             raise NotIndexedError(f"feature set {fs_id} is no longer in the catalogue")
         return int(rows[0][0])
 
+    def add_vectors(self, fs_id: int, image_ids: npt.NDArray[np.int64],
+                    vectors: npt.NDArray[np.float32]) -> None:
+        """Stores vectors of one feature set for images already in the catalogue, in one
+        transaction."""
+        dim = self._dim(fs_id)
+        matrix = np.ascontiguousarray(vectors, np.float32)
+        if matrix.shape != (len(image_ids), dim) or not np.isfinite(matrix).all():
+            raise ValueError(f"vectors of shape {matrix.shape} with non-finite values or not "
+                             f"of length {dim}")
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO vectors(feature_set_id, image_id, vector) VALUES (?, ?, ?)",
+                [(fs_id, int(i), row.tobytes()) for i, row in zip(image_ids, matrix, strict=True)])
+            self._bump(conn, [fs_id])
+
     @staticmethod
     def _sets_with_vectors(conn: sqlite3.Connection, image_ids: Sequence[int]) -> set[int]:
         found: set[int] = set()
@@ -565,3 +610,46 @@ class Store:
             " FROM sweep_results WHERE sweep_id = ? ORDER BY feature_set, metric", (sweep_id,))
         return [SweepRow(r[0], r[1], r[2], r[3], np.frombuffer(r[4], np.int64).copy(),
                          np.frombuffer(r[5], np.float32).copy()) for r in rows]
+
+    # -- adapters -----------------------------------------------------------------------------
+
+    def save_adapter(self, name: str, base: FeatureSet, preprocessing: str,
+                     weights: npt.NDArray[np.float32], info: str) -> AdapterRecord:
+        """Stores an adapter, replacing one of the same name together with the vectors that
+        the old one produced; gives its record."""
+        matrix = np.ascontiguousarray(weights, np.float32)
+        if matrix.ndim != 2 or not np.isfinite(matrix).all():
+            raise ValueError("adapter weights must be a finite 2-D matrix")
+        now = time.time()
+        stale = [r.id for r in self.feature_sets() if r.feature_set.adapter == name]
+        with self._transaction() as conn:
+            conn.executemany("DELETE FROM feature_sets WHERE id = ?", [(i,) for i in stale])
+            conn.execute(
+                "INSERT OR REPLACE INTO adapters(name, base, preprocessing, dim_in, dim_out,"
+                " weights, info, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, str(base), preprocessing, matrix.shape[0], matrix.shape[1],
+                 matrix.tobytes(), info, now))
+        return AdapterRecord(name, base, preprocessing, matrix, info, now)
+
+    def adapter(self, name: str) -> AdapterRecord:
+        """Gives the named adapter, or raises NotIndexedError naming the known ones."""
+        rows = self._read(
+            "SELECT name, base, preprocessing, dim_in, dim_out, weights, info, created_at"
+            " FROM adapters WHERE name = ?", (name,))
+        if not rows:
+            known = ", ".join(a.name for a in self.adapters()) or "none yet"
+            raise NotIndexedError(f"no adapter named {name!r} in the catalogue (known: "
+                                  f"{known}); train one with `semsearch adapt FOLDER`")
+        r = rows[0]
+        weights = np.frombuffer(r[5], np.float32).reshape(r[3], r[4]).copy()
+        return AdapterRecord(r[0], FeatureSet.parse(r[1]), r[2], weights, r[6], r[7])
+
+    def adapter_created(self, name: str) -> float | None:
+        """Gives when the named adapter was saved (None if there is none): a cheap check
+        that a loaded adapter is still current."""
+        rows = self._read("SELECT created_at FROM adapters WHERE name = ?", (name,))
+        return float(rows[0][0]) if rows else None
+
+    def adapters(self) -> list[AdapterRecord]:
+        names = [r[0] for r in self._read("SELECT name FROM adapters ORDER BY name")]
+        return [self.adapter(name) for name in names]

@@ -103,13 +103,24 @@ def make_image(path: Path, seed: int, size: tuple[int, int] = (64, 48), fmt: str
     return path
 
 
+def labeled_folder(root: Path, count: int, classes: int = 3) -> Path:
+    """Writes `count` small generated images into `classes` class folders; gives root."""
+    for i in range(count):
+        make_image(root / f"class{i % classes}" / f"img{i:02d}.png", seed=i)
+    return root
+
+
 @pytest.fixture
 def gallery(tmp_path: Path) -> Path:
     """A labeled folder of 12 small generated images in 3 classes."""
-    root = tmp_path / "gallery"
-    for i in range(12):
-        make_image(root / f"class{i % 3}" / f"img{i:02d}.png", seed=i)
-    return root
+    return labeled_folder(tmp_path / "gallery", 12)
+
+
+@pytest.fixture
+def no_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keeps the user's own config file out of a CLI test."""
+    monkeypatch.setenv("SEMSEARCH_CONFIG", str(tmp_path / "none.toml"))
+    (tmp_path / "none.toml").write_text("")
 
 
 def dataset(name: str) -> Path:

@@ -4,13 +4,12 @@ adapter as a feature set that index and search use."""
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import dataset, make_image
+from tests.conftest import dataset, labeled_folder, make_image
 
 import semsearch.adapt as adapt_module
 from semsearch.adapt import TrainSettings, adapt, split_per_class
@@ -40,10 +39,7 @@ def test_split_holds_out_a_fraction_of_every_class() -> None:
 
 @pytest.fixture
 def labeled(tmp_path: Path) -> Path:
-    root = tmp_path / "labeled"
-    for i in range(18):
-        make_image(root / f"class{i % 3}" / f"img{i:02d}.png", seed=i)
-    return root
+    return labeled_folder(tmp_path / "labeled", 18)
 
 
 def test_training_never_sees_held_out_images(tiny_session: Session, labeled: Path,
@@ -126,9 +122,7 @@ def test_retraining_replaces_the_old_adapters_vectors(tiny_session: Session,
 
 def test_adapt_refuses_what_it_cannot_learn(tiny_session: Session, labeled: Path,
                                             tmp_path: Path) -> None:
-    one = tmp_path / "one"
-    for i in range(3):
-        make_image(one / "only" / f"{i}.png", seed=i)
+    one = labeled_folder(tmp_path / "one", 3, classes=1)
     with pytest.raises(EvaluationError, match="at least two classes"):
         adapt(tiny_session, str(one), "x", settings=FAST)
     with pytest.raises(EvaluationError, match="from 0 to 0.9"):
@@ -151,14 +145,10 @@ def test_feature_set_names_with_adapters_round_trip() -> None:
 @pytest.mark.real
 def test_adapt_gains_on_held_out_real_images(tmp_path: Path, cache_dir: Path,
                                              capsys: pytest.CaptureFixture[str],
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+                                             no_config_file: None) -> None:
     from semsearch.cli import main
 
-    source = dataset("fashion200")
-    root = tmp_path / "fashion"
-    shutil.copytree(source, root, ignore=shutil.ignore_patterns("*.txt", "*.md"))
-    monkeypatch.setenv("SEMSEARCH_CONFIG", str(tmp_path / "none.toml"))
-    (tmp_path / "none.toml").write_text("")
+    root = dataset("fashion200")  # only read
     code = main(["adapt", str(root), "--name", "fashion", "--model", "lite0", "--db",
                  str(tmp_path / "a.db"), "--cache-dir", str(cache_dir), "--json"])
     assert code == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import dataset, make_image
+from tests.conftest import dataset, labeled_folder, make_image
 
 from semsearch.errors import EvaluationError, FeatureSetError, UnknownLayerError
 from semsearch.evaluate import evaluate
@@ -61,10 +61,7 @@ def test_choose_layers_expands_auto_and_checks_names() -> None:
 
 @pytest.fixture
 def labeled(tmp_path: Path) -> Path:
-    root = tmp_path / "labeled"
-    for i in range(15):
-        make_image(root / f"class{i % 3}" / f"img{i:02d}.png", seed=i)
-    return root
+    return labeled_folder(tmp_path / "labeled", 15)
 
 
 def test_sweep_embeds_once_and_scores_every_combination(tiny_session: Session,
@@ -129,9 +126,7 @@ def test_sweep_vectors_serve_index_and_search(tiny_session: Session, labeled: Pa
 
 def test_sweep_refuses_what_it_cannot_score(tiny_session: Session, labeled: Path,
                                             tmp_path: Path) -> None:
-    flat = tmp_path / "flat"
-    for i in range(4):
-        make_image(flat / "only" / f"{i}.png", seed=i)
+    flat = labeled_folder(tmp_path / "flat", 4, classes=1)
     with pytest.raises(EvaluationError, match="at least two classes"):
         run_sweep(tiny_session, str(flat), models=["tiny"], layers=["head"])
     with pytest.raises(EvaluationError, match="composite"):
@@ -172,12 +167,10 @@ def test_outputs_are_written(tiny_session: Session, labeled: Path, tmp_path: Pat
 
 
 def test_cli_compare_prints_a_leaderboard(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                          cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+                                          cache_dir: Path, no_config_file: None
                                           ) -> None:
     from semsearch.cli import main
 
-    monkeypatch.setenv("SEMSEARCH_CONFIG", str(tmp_path / "none.toml"))
-    (tmp_path / "none.toml").write_text("")
     code = main(["compare", str(tmp_path / "missing"), "--db", str(tmp_path / "c.db"),
                  "--models", "lite0", "--out", str(tmp_path / "out")])
     assert code == 1 and "no such file or folder" in capsys.readouterr().err
@@ -188,7 +181,7 @@ def test_cli_compare_prints_a_leaderboard(capsys: pytest.CaptureFixture[str], tm
 @pytest.mark.real
 def test_sweep_on_a_real_subset(tmp_path: Path, cache_dir: Path,
                                 capsys: pytest.CaptureFixture[str],
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+                                no_config_file: None) -> None:
     from semsearch.cli import main
 
     source = dataset("iconic200")
@@ -198,8 +191,6 @@ def test_sweep_on_a_real_subset(tmp_path: Path, cache_dir: Path,
         for path in sorted((source / name).iterdir())[:8]:
             (root / name).mkdir(parents=True, exist_ok=True)
             shutil.copy(path, root / name / path.name)
-    monkeypatch.setenv("SEMSEARCH_CONFIG", str(tmp_path / "none.toml"))
-    (tmp_path / "none.toml").write_text("")
     out = tmp_path / "out"
     code = main(["compare", str(root), "--models", "lite0", "--layers", "auto",
                  "--pool", "avg,gem", "--metrics", "cosine,euclidean", "--db",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import dataset, labeled_folder, make_image
+from tests.conftest import dataset, labeled_folder
 
 from semsearch.errors import EvaluationError, FeatureSetError, UnknownLayerError
 from semsearch.evaluate import evaluate

@@ -74,7 +74,7 @@ def test_migrates_forward_from_version_1(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with Store.open(tmp_path / "old.db") as store:
-        assert store.schema_version == SCHEMA_VERSION == 4
+        assert store.schema_version == SCHEMA_VERSION == 5
         assert len(store.catalogue_id) == 32 and store.count_images() == 1
         assert store.sweeps() == []
     with Store.open(tmp_path / "other.db") as other:

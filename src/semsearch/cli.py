@@ -121,6 +121,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=cmd_adapt)
 
+    p = command("serve", help="serve ConvNet Playground (web page and JSON API) on 127.0.0.1")
+    p.add_argument("path", nargs="?", help="a folder to index first (incremental)")
+    p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
+    _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", "expand_k", "batch_size",
+                      "workers", *_RUN_FLAGS))
+    p.set_defaults(run=cmd_serve)
+
     p = command("info", help="what is indexed, per feature set")
     _add_settings(p, ("db",))
     p.add_argument("--json", action="store_true")
@@ -325,6 +332,29 @@ def cmd_adapt(args: argparse.Namespace, config: Config) -> int:
         print("  not measured: nothing was held out")
     print(f"use it: semsearch search IMAGE --adapter {result.adapter.name}  "
           f"(index other folders with --adapter {result.adapter.name})")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    import uvicorn
+
+    from semsearch.web.app import create_app
+
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be from 1 to 65535, not {args.port}")
+    with _session(config, create=True) as session:
+        if args.path is not None:
+            bar = _Bar(not args.quiet, "indexing")
+            try:
+                report = session.index(_path_argument(args.path), progress=bar)
+            finally:
+                bar.close()
+            print(f"{report.root}: {report.found} images ({report.embedded} embedded, "
+                  f"{len(report.failed)} skipped)")
+        app = create_app(config, session=session)
+        print(f"ConvNet Playground: http://127.0.0.1:{args.port}/  (API docs at /docs; "
+              "Ctrl-C stops)")
+        uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
     return 0
 
 

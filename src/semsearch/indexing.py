@@ -259,6 +259,8 @@ def index_folder(
         if decoded or moves:
             flush()
     report.removed = store.remove_images((plan.missing_ids - consumed) | stale)
+    if os.path.isdir(root_path):
+        store.add_collection(root_path)
     if progress:
         progress(total, total)
     report.seconds = time.perf_counter() - started

@@ -133,11 +133,12 @@ class SearchService:
 
     def search(
         self, query: Query, *, feature_set: FeatureSetRecord, metric: Metric, k: int = 10,
-        expand_k: int = 0,
+        expand_k: int = 0, within: str | None = None,
     ) -> SearchResult:
-        """Gives the k nearest indexed images to the query, closest first. With expand_k,
-        the gallery is searched with database-side augmentation (cosine only): an indexed
-        query uses its augmented vector, an outside query is expanded to match."""
+        """Gives the k nearest indexed images to the query, closest first (only those at or
+        below the folder `within`, if given). With expand_k, the gallery is searched with
+        database-side augmentation (cosine only): an indexed query uses its augmented vector,
+        an outside query is expanded to match."""
         if k <= 0:
             raise QueryError(f"k must be positive, not {k}")
         started = time.perf_counter()
@@ -145,7 +146,7 @@ class SearchService:
         before_embedding = time.perf_counter()
         vector, exclude = self._query_vector(query, feature_set, loaded)
         embed_ms = (time.perf_counter() - before_embedding) * 1000
-        keep, images = self._nearest(loaded, vector, k, exclude)
+        keep, images = self._nearest(loaded, vector, k, exclude, within)
         score = loaded.calibration.scores(np.array([d for d, _ in keep]))
         hits = [
             Hit(rank, image_id, images[image_id].path, images[image_id].label, d, float(s))
@@ -191,10 +192,13 @@ class SearchService:
         return loaded.expand(vector), query.exclude
 
     def _nearest(
-        self, loaded: LoadedIndex, vector: npt.NDArray[np.float32], k: int, exclude: int | None
+        self, loaded: LoadedIndex, vector: npt.NDArray[np.float32], k: int, exclude: int | None,
+        within: str | None = None,
     ) -> tuple[list[tuple[float, int]], dict[int, ImageRecord]]:
-        """Gives the k nearest (distance, id) pairs whose file still exists, and their
-        records. Files deleted since indexing are passed over, asking for more if needed."""
+        """Gives the k nearest (distance, id) pairs whose file still exists (and lies within
+        the folder, if given), and their records. Files deleted since indexing are passed
+        over, asking for more if needed."""
+        prefix = within.rstrip(os.sep) + os.sep if within else ""
         total = len(loaded.index)
         want = min(total, k + 1 + 8)
         while True:
@@ -203,7 +207,8 @@ class SearchService:
                      if i >= 0 and i != exclude]
             images = self.store.images(i for _, i in pairs)
             keep = [(d, i) for d, i in pairs
-                    if i in images and os.path.exists(images[i].path)][:k]
+                    if i in images and images[i].path.startswith(prefix)
+                    and os.path.exists(images[i].path)][:k]
             if len(keep) == k or want >= total:
                 return keep, images
             want = min(total, want * 4)

@@ -4,6 +4,7 @@ extractors (cached per feature set) and the search service."""
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,8 @@ class Session:
         self._search: SearchService | None = None
         self._onnx_specs: dict[str, ModelSpec] = {}
         self._adapters: dict[str, AdapterRecord] = {}
+        # A server's threads share the session: models load once.
+        self._lock = threading.RLock()
 
     def close(self) -> None:
         self.store.close()
@@ -96,11 +99,15 @@ class Session:
 
     def extractor(self, fs: FeatureSet) -> Extractor:
         """Gives the (cached) extractor for a feature set, loading its backbones."""
+        with self._lock:
+            return self._extractor(fs)
+
+    def _extractor(self, fs: FeatureSet) -> Extractor:
         if fs.adapter:
             adapter = self._adapter(fs)
             key = f"{fs}|{adapter.digest}"
             if key not in self._extractors:
-                self._extractors[key] = AdaptedExtractor(fs, self.extractor(fs.base),
+                self._extractors[key] = AdaptedExtractor(fs, self._extractor(fs.base),
                                                          adapter.weights, adapter.digest)
             return self._extractors[key]
         key = str(fs)

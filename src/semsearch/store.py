@@ -97,6 +97,22 @@ _MIGRATIONS: tuple[str, ...] = (
         created_at REAL NOT NULL
     );
     """,
+    # 5: collections (the folders people index and browse) and cached 2-D maps.
+    """
+    CREATE TABLE collections(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        root TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE maps(
+        feature_set_id INTEGER NOT NULL REFERENCES feature_sets(id) ON DELETE CASCADE,
+        root TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        image_ids BLOB NOT NULL,
+        coords BLOB NOT NULL,
+        PRIMARY KEY(feature_set_id, root)
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -359,6 +375,15 @@ class Store:
         return int(self._read(
             "SELECT COUNT(*) FROM vectors WHERE feature_set_id = ?", (fs_id,))[0][0])
 
+    def vector_counts_under(self, root: str) -> dict[int, int]:
+        """Gives, per feature set id, how many images at or below root have its vector."""
+        low, high = _prefix_bounds(root)
+        rows = self._read(
+            "SELECT v.feature_set_id, COUNT(*) FROM vectors v JOIN images i ON i.id = v.image_id"
+            " WHERE i.path = ? OR (i.path >= ? AND i.path < ?) GROUP BY v.feature_set_id",
+            (root.rstrip(os.sep), low, high))
+        return {int(r[0]): int(r[1]) for r in rows}
+
     def feature_sets(self) -> list[FeatureSetRecord]:
         return self._feature_set_rows()
 
@@ -573,7 +598,12 @@ class Store:
         return len(ids)
 
     def remove_under(self, path: str) -> int:
-        """Removes every image at or below an absolute path; gives how many."""
+        """Removes every image at or below an absolute path, and the collections there; gives
+        how many images."""
+        low, high = _prefix_bounds(path)
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM collections WHERE root = ? OR (root >= ? AND root < ?)",
+                         (path.rstrip(os.sep), low, high))
         return self.remove_images(row.id for row in self.images_under(path).values())
 
     # -- sweeps -------------------------------------------------------------------------------
@@ -653,3 +683,38 @@ class Store:
     def adapters(self) -> list[AdapterRecord]:
         names = [r[0] for r in self._read("SELECT name FROM adapters ORDER BY name")]
         return [self.adapter(name) for name in names]
+
+    # -- collections and maps -----------------------------------------------------------------
+
+    def add_collection(self, root: str) -> int:
+        """Registers an indexed folder as a collection (once); gives its id."""
+        with self._transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO collections(root, created_at) VALUES (?, ?)",
+                         (root, time.time()))
+            return int(conn.execute("SELECT id FROM collections WHERE root = ?",
+                                    (root,)).fetchone()[0])
+
+    def collections(self) -> list[tuple[int, str]]:
+        """Gives (id, root) of every collection, oldest first."""
+        return [(int(r[0]), str(r[1]))
+                for r in self._read("SELECT id, root FROM collections ORDER BY id")]
+
+    def save_map(self, fs_id: int, root: str, version: int, image_ids: npt.NDArray[np.int64],
+                 coords: npt.NDArray[np.float32]) -> None:
+        """Stores a 2-D map of a collection's vectors, made at the feature set's version."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO maps(feature_set_id, root, version, image_ids, coords)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (fs_id, root, version, np.ascontiguousarray(image_ids, np.int64).tobytes(),
+                 np.ascontiguousarray(coords, np.float32).tobytes()))
+
+    def load_map(self, fs_id: int, root: str
+                 ) -> tuple[int, npt.NDArray[np.int64], npt.NDArray[np.float32]] | None:
+        """Gives (version, image ids, n x 2 coordinates) of a stored map, or None."""
+        rows = self._read("SELECT version, image_ids, coords FROM maps"
+                          " WHERE feature_set_id = ? AND root = ?", (fs_id, root))
+        if not rows:
+            return None
+        ids = np.frombuffer(rows[0][1], np.int64).copy()
+        return int(rows[0][0]), ids, np.frombuffer(rows[0][2], np.float32).reshape(-1, 2).copy()

@@ -1,0 +1,74 @@
+"""2-D maps of a collection's vectors (UMAP), computed once per feature set version and kept
+in the catalogue."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from semsearch.expansion import l2_normalize
+from semsearch.store import FeatureSetRecord, Store
+
+log = logging.getLogger(__name__)
+
+# Vectors are reduced to this many dimensions by PCA before UMAP: faster, and UMAP's
+# neighbour graph barely changes.
+_PCA_DIMS = 50
+_locks: dict[tuple[int, str], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Map:
+    image_ids: npt.NDArray[np.int64]
+    coords: npt.NDArray[np.float32]  # n x 2, scaled into [0, 1]
+    version: int
+
+
+def layout_2d(vectors: npt.NDArray[np.float32], seed: int = 42) -> npt.NDArray[np.float32]:
+    """Gives n x 2 coordinates in [0, 1] placing similar (cosine) vectors near each other:
+    UMAP for 16 vectors or more, PCA below that."""
+    n = len(vectors)
+    if n == 0:
+        return np.zeros((0, 2), np.float32)
+    x = l2_normalize(vectors).astype(np.float64)
+    x -= x.mean(axis=0)
+    if n >= 3:
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        x = x @ vt[:min(_PCA_DIMS, len(vt))].T
+    if n >= 16:
+        import umap
+
+        reducer = umap.UMAP(n_neighbors=min(15, n - 1), min_dist=0.1, metric="cosine",
+                            random_state=seed, n_jobs=1)
+        coords = np.asarray(reducer.fit_transform(x), np.float64)
+    else:
+        coords = np.zeros((n, 2))
+        coords[:, :min(2, x.shape[1])] = x[:, :2]
+    low, high = coords.min(axis=0), coords.max(axis=0)
+    span = np.where(high - low > 0, high - low, 1.0)
+    return ((coords - low) / span).astype(np.float32)
+
+
+def collection_map(store: Store, record: FeatureSetRecord, root: str) -> Map:
+    """Gives the map of the images at or below root for the feature set, from the catalogue
+    if it was made at the set's current version, else made now and kept."""
+    with _locks_guard:
+        lock = _locks.setdefault((record.id, root), threading.Lock())
+    with lock:  # one computation per map, however many requests ask at once
+        version = store.version(record.id)
+        cached = store.load_map(record.id, root)
+        if cached is not None and cached[0] == version:
+            return Map(cached[1], cached[2], version)
+        ids, vectors = store.vectors(record.id)
+        under = np.fromiter((r.id for r in store.images_under(root).values()), np.int64)
+        keep = np.isin(ids, under)
+        ids, vectors = ids[keep], vectors[keep]
+        log.info("making the 2-D map of %d images for %s", len(ids), record.name)
+        coords = layout_2d(vectors)
+        store.save_map(record.id, root, version, ids, coords)
+        return Map(ids, coords, version)

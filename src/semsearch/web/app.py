@@ -1,0 +1,333 @@
+"""The JSON API and the static page of ConvNet Playground. Routes are thin: they parse, call
+one library function, and turn domain errors into a 4xx with a message a person can act on.
+Images are only ever served by id, never by a path the client gives."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from semsearch.collections import (
+    Collection,
+    CollectionSearch,
+    collection_feature_sets,
+    collection_images,
+    default_feature_set,
+    get_collection,
+    list_collections,
+    resolve_feature_set,
+    search_collection,
+)
+from semsearch.config import Config
+from semsearch.errors import (
+    BadImageError,
+    ConfigError,
+    EvaluationError,
+    FeatureSetError,
+    NotIndexedError,
+    QueryError,
+    SemsearchError,
+    StoreError,
+    UnknownLayerError,
+    UnknownMetricError,
+    UnknownModelError,
+)
+from semsearch.index.exact import METRICS
+from semsearch.models.registry import ModelRegistry
+from semsearch.pooling import POOLINGS
+from semsearch.search import ImageQuery, KnownImageQuery
+from semsearch.session import Session
+from semsearch.web.fetch import FetchError, FetchPolicy, fetch
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+UPLOAD_MAX_BYTES = 20 * 1024 * 1024
+MAX_K = 200
+
+_STATUS: list[tuple[type[Exception], int]] = [
+    (NotIndexedError, 404),
+    (UnknownModelError, 404),
+    (UnknownLayerError, 404),
+    (FetchError, 422),
+    (BadImageError, 415),
+    (FeatureSetError, 422),
+    (UnknownMetricError, 422),
+    (EvaluationError, 422),
+    (QueryError, 422),
+    (ConfigError, 422),
+    (StoreError, 503),
+]
+
+
+def status_for(exc: Exception) -> int:
+    """Gives the HTTP status of a domain error."""
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 400
+
+
+def create_app(config: Config, *, registry: ModelRegistry | None = None,
+               session: Session | None = None, fetch_policy: FetchPolicy | None = None,
+               upload_max_bytes: int = UPLOAD_MAX_BYTES) -> Any:
+    """Gives the FastAPI application serving the catalogue of `config` (or `session`)."""
+    from fastapi import FastAPI, Query, Request
+    from fastapi.responses import FileResponse, JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
+    from pydantic import BaseModel, Field
+
+    sess = session or Session(config, registry=registry, create=True)
+    policy = fetch_policy or FetchPolicy()
+    models_lock = threading.Lock()
+    models_cache: list[Any] = []
+
+    app = FastAPI(title="semsearch: ConvNet Playground",
+                  description="Semantic image search with convolutional networks.",
+                  version="1")
+    app.state.session = sess
+
+    @app.exception_handler(SemsearchError)
+    async def domain_error(_request: Request, exc: SemsearchError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status_for(exc))
+
+    @app.exception_handler(ValueError)
+    async def value_error(_request: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    def collection(cid: int) -> Collection:
+        return get_collection(sess.store, cid)
+
+    # -- catalogue ----------------------------------------------------------------------------
+
+    @app.get("/api/collections", summary="Indexed folders, with image counts and labels")
+    def collections() -> list[dict[str, Any]]:
+        return [_collection_json(c) for c in list_collections(sess.store)]
+
+    @app.get("/api/collections/{cid}", summary="One collection and its feature sets")
+    def one_collection(cid: int) -> dict[str, Any]:
+        c = collection(cid)
+        sets = collection_feature_sets(sess.store, c)
+        default = default_feature_set(sess, c).name if sets else None
+        return {**_collection_json(c), "default_feature_set": default,
+                "feature_sets": [{
+                    "name": item.record.name, "model": item.record.feature_set.model,
+                    "layer": item.record.feature_set.layer,
+                    "pooling": item.record.feature_set.pooling,
+                    "adapter": item.record.feature_set.adapter or None,
+                    "dim": item.record.dim, "vectors": item.vectors} for item in sets]}
+
+    @app.get("/api/collections/{cid}/images", summary="A collection's images, by class")
+    def images(cid: int, offset: int = Query(0, ge=0),
+               limit: int = Query(1000, ge=1, le=20000)) -> dict[str, Any]:
+        records = collection_images(sess.store, collection(cid))
+        return {"total": len(records), "offset": offset, "images": [
+            {"id": r.id, "label": r.label, "name": Path(r.path).name, "width": r.width,
+             "height": r.height} for r in records[offset:offset + limit]]}
+
+    @app.get("/api/images/{image_id}", summary="One image's record")
+    def image(image_id: int) -> dict[str, Any]:
+        r = sess.store.image(image_id)
+        return {"id": r.id, "label": r.label, "name": Path(r.path).name, "width": r.width,
+                "height": r.height}
+
+    @app.get("/api/images/{image_id}/thumbnail", summary="A JPEG preview, by image id",
+             response_class=Response)
+    def thumbnail(image_id: int, size: int = Query(160)) -> Response:
+        from semsearch.thumbnails import thumbnail as make
+
+        data = make(sess.store.image(image_id), size, sess.cache_dir, config.max_pixels)
+        return Response(data, media_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/api/images/{image_id}/file", summary="The full image, by image id")
+    def full_image(image_id: int) -> Response:
+        record = sess.store.image(image_id)
+        media = _browser_type(record.path)
+        if media is None:  # a format browsers cannot show (TIFF): send it as PNG
+            from semsearch.images import open_image
+
+            buffer = io.BytesIO()
+            open_image(record.path, max_pixels=config.max_pixels).image.save(buffer, "PNG")
+            return Response(buffer.getvalue(), media_type="image/png")
+        return FileResponse(record.path, media_type=media,
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+    # -- models and options -------------------------------------------------------------------
+
+    @app.get("/api/models", summary="Available models, smallest first")
+    def models() -> list[dict[str, Any]]:
+        from semsearch.models.summary import summarize
+
+        with models_lock:
+            if not models_cache:
+                models_cache.extend(asdict(row) for row in summarize(sess.registry))
+        return models_cache
+
+    @app.get("/api/models/{name}/layers", summary="A model's layers in execution order")
+    def layers(name: str) -> list[dict[str, Any]]:
+        from semsearch.models.summary import layers as table
+
+        return [{**asdict(layer), "shape": list(layer.shape)}
+                for layer in table(sess.registry, name, config.onnx_input())]
+
+    @app.get("/api/options", summary="Poolings, metrics and the defaults")
+    def options() -> dict[str, Any]:
+        return {"poolings": list(POOLINGS), "metrics": list(METRICS),
+                "default_metric": config.metric, "default_k": 15, "max_k": MAX_K,
+                "expand_k": config.expand_k, "upload_max_bytes": upload_max_bytes}
+
+    # -- search -------------------------------------------------------------------------------
+
+    @app.get("/api/collections/{cid}/search", summary="Search by an indexed image's id")
+    def search_by_id(cid: int, image_id: int, feature_set: str | None = None,
+                     metric: str | None = None,
+                     k: int = Query(15, ge=1, le=MAX_K)) -> dict[str, Any]:
+        c = collection(cid)
+        return _search_json(search_collection(sess, c, KnownImageQuery(image_id),
+                                              feature_set=feature_set, metric=metric, k=k))
+
+    @app.post("/api/collections/{cid}/search/upload",
+              summary="Search by an uploaded image (the request body is the image file)")
+    async def search_by_upload(cid: int, request: Request, feature_set: str | None = None,
+                               metric: str | None = None,
+                               k: int = Query(15, ge=1, le=MAX_K)) -> JSONResponse:
+        data = await _read_capped(request, upload_max_bytes)
+        if not data:
+            raise QueryError("the upload is empty; send the image file as the request body")
+        c = collection(cid)
+        result = await _in_thread(search_collection, sess, c, ImageQuery(data=data),
+                                  feature_set=feature_set, metric=metric, k=k)
+        return JSONResponse(_search_json(result))
+
+    class UrlSearch(BaseModel):
+        url: str = Field(..., max_length=4096, description="an http(s) URL of an image")
+        feature_set: str | None = None
+        metric: str | None = None
+        k: int = Field(15, ge=1, le=MAX_K)
+
+    @app.post("/api/collections/{cid}/search/url", summary="Search by an image URL")
+    def search_by_url(cid: int, body: UrlSearch) -> dict[str, Any]:
+        c = collection(cid)
+        data = fetch(body.url, policy)
+        return _search_json(search_collection(sess, c, ImageQuery(data=data),
+                                              feature_set=body.feature_set,
+                                              metric=body.metric, k=body.k))
+
+    # -- evaluations and maps -----------------------------------------------------------------
+
+    @app.get("/api/collections/{cid}/evaluations", summary="Comparison runs of a collection")
+    def evaluations(cid: int) -> list[dict[str, Any]]:
+        c = collection(cid)
+        return [{"id": s.id, "created_at": s.created_at, "settings": json.loads(s.settings)}
+                for s in sess.store.sweeps(c.root)]
+
+    @app.get("/api/evaluations/{sweep_id}", summary="A comparison run's scores; with "
+             "image_id, that image's own score per configuration too")
+    def evaluation(sweep_id: int, image_id: int | None = None) -> dict[str, Any]:
+        runs = {s.id: s for s in sess.store.sweeps()}
+        rows = sess.store.sweep_rows(sweep_id)
+        run = runs[sweep_id]
+        out = []
+        for row in rows:
+            fs_model, _, rest = row.feature_set.partition("@")
+            layer, _, pooling = rest.rpartition("/")
+            own = None
+            if image_id is not None:
+                where = (row.image_ids == image_id).nonzero()[0]
+                own = float(row.per_query[where[0]]) if len(where) else None
+            out.append({"feature_set": row.feature_set, "model": fs_model, "layer": layer,
+                        "pooling": pooling, "metric": row.metric,
+                        "scores": json.loads(row.scores)["overall"], "image_score": own})
+        return {"id": run.id, "root": run.root, "created_at": run.created_at,
+                "settings": json.loads(run.settings), "rows": out}
+
+    @app.get("/api/collections/{cid}/map", summary="2-D map (UMAP) of a collection for a "
+             "feature set, computed once and cached")
+    def collection_map(cid: int, feature_set: str | None = None) -> dict[str, Any]:
+        from semsearch.explore.maps import collection_map as make
+
+        c = collection(cid)
+        record = resolve_feature_set(sess, c, feature_set)
+        made = make(sess.store, record, c.root)
+        labels = sess.store.images(made.image_ids)
+        return {"feature_set": record.name, "version": made.version,
+                "ids": made.image_ids.tolist(),
+                "x": [round(float(v), 5) for v in made.coords[:, 0]],
+                "y": [round(float(v), 5) for v in made.coords[:, 1]],
+                "labels": [labels[int(i)].label for i in made.image_ids]}
+
+    # -- the page -----------------------------------------------------------------------------
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html",
+                            headers={"Content-Security-Policy": _CSP})
+
+    return app
+
+
+# The page loads only its own scripts and styles; images come from the API.
+_CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
+        "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'")
+
+_BROWSER_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif",
+                  "WEBP": "image/webp", "BMP": "image/bmp"}
+
+
+def _browser_type(path: str) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return _BROWSER_TYPES.get(im.format or "")
+    except (OSError, ValueError) as exc:
+        raise BadImageError(path, f"cannot be read: {exc}") from None
+
+
+def _collection_json(c: Collection) -> dict[str, Any]:
+    return {"id": c.id, "name": c.name, "root": c.root, "images": c.images,
+            "labels": c.labels, "labeled": c.labeled}
+
+
+def _search_json(result: CollectionSearch) -> dict[str, Any]:
+    return {
+        "query": result.query, "query_label": result.query_label,
+        "feature_set": result.feature_set, "metric": result.metric,
+        "weighted_p15": result.weighted_p15,
+        "embed_ms": round(result.embed_ms, 2), "search_ms": round(result.search_ms, 2),
+        "hits": [{"rank": h.hit.rank, "id": h.hit.image_id, "label": h.hit.label,
+                  "name": Path(h.hit.path).name, "distance": h.hit.distance,
+                  "similarity": round(h.similarity, 2), "score": h.hit.score,
+                  "same_class": h.same_class}
+                 for h in result.hits],
+    }
+
+
+async def _read_capped(request: Any, limit: int) -> bytes:
+    """Gives the request body, refusing (413) one larger than limit without reading on."""
+    from fastapi import HTTPException
+
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"the upload is larger than {limit:,} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise HTTPException(413, f"the upload is larger than {limit:,} bytes")
+    return bytes(body)
+
+
+async def _in_thread(function: Any, *args: Any, **kwargs: Any) -> Any:
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(function, *args, **kwargs)

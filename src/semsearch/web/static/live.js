@@ -1,0 +1,64 @@
+// Live search: an uploaded, dropped or pasted image, or an image URL.
+import { post, showError } from "./api.js";
+import { renderQuery, renderResults } from "./results.js";
+import { selectImage } from "./app.js";
+
+const $ = (id) => document.getElementById(id);
+let last = null; // what was searched last: {kind: "file", file} or {kind: "url", url}
+
+async function run(state, what) {
+  last = what;
+  const base = `/api/collections/${state.collection.id}/search`;
+  const params = { k: state.k, metric: state.metric };
+  if (state.featureSet) params.feature_set = state.featureSet;
+  let result;
+  let preview = null;
+  if (what.kind === "file") {
+    preview = URL.createObjectURL(what.file);
+    result = await post(`${base}/upload`, what.file, params, what.file.type || "application/octet-stream");
+  } else {
+    result = await post(`${base}/url`, { url: what.url, ...params, k: Number(state.k) });
+  }
+  renderQuery($("live-query"), {
+    title: what.kind === "file" ? what.file.name || "pasted image" : what.url,
+    imageSrc: preview, label: null, result,
+  });
+  renderResults($("live-results"), result.hits, (id) => selectImage(id, { view: "search" }));
+}
+
+export function init(state) {
+  const drop = $("drop");
+  const guard = (promise) => promise.catch((error) => {
+    $("live-results").replaceChildren();
+    $("live-query").replaceChildren();
+    showError(error.message);
+  });
+  $("file").addEventListener("change", (event) => {
+    const file = event.target.files[0];
+    if (file) guard(run(state, { kind: "file", file }));
+    event.target.value = "";
+  });
+  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    const file = event.dataTransfer.files[0];
+    if (file) guard(run(state, { kind: "file", file }));
+  });
+  document.addEventListener("paste", (event) => {
+    if (state.view !== "live") return;
+    const item = [...event.clipboardData.items].find((entry) => entry.type.startsWith("image/"));
+    if (item) guard(run(state, { kind: "file", file: item.getAsFile() }));
+  });
+  $("url-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const url = $("url").value.trim();
+    if (url) guard(run(state, { kind: "url", url }));
+  });
+}
+
+// Changing model, layer or metric searches the last image again.
+export async function show(state) {
+  if (last) await run(state, last);
+}

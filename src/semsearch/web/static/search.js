@@ -1,0 +1,68 @@
+// Semantic search: the collection's gallery; the selected image's nearest images.
+import { get, thumb } from "./api.js";
+import { renderQuery, renderResults } from "./results.js";
+import { selectImage } from "./app.js";
+
+const $ = (id) => document.getElementById(id);
+let request = 0;
+
+export function reset(state) {
+  const gallery = $("gallery");
+  $("gallery-count").textContent = `(${state.images.length} images)`;
+  gallery.replaceChildren(...state.images.map((image) => {
+    const img = document.createElement("img");
+    img.src = thumb(image.id, 128);
+    img.alt = image.name;
+    img.title = `${image.label} / ${image.name}`;
+    img.loading = "lazy";
+    img.dataset.id = image.id;
+    img.className = "thumb";
+    img.addEventListener("click", () => selectImage(image.id));
+    return img;
+  }));
+}
+
+// Arrow keys move the selection through the gallery (up and down by a row).
+function perRow() {
+  const items = $("gallery").children;
+  if (items.length < 2) return 1;
+  const top = items[0].offsetTop;
+  let n = 0;
+  while (n < items.length && items[n].offsetTop === top) n += 1;
+  return Math.max(1, n);
+}
+
+export function init(state) {
+  document.addEventListener("keydown", (event) => {
+    if (state.view !== "search" || !state.images.length) return;
+    if (event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement) return;
+    const steps = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -perRow(), ArrowDown: perRow() };
+    if (!(event.key in steps)) return;
+    event.preventDefault();
+    const at = state.images.findIndex((image) => image.id === state.selected);
+    const next = Math.max(0, Math.min(state.images.length - 1, at + steps[event.key]));
+    selectImage(state.images[next].id);
+  });
+}
+
+export async function show(state) {
+  if (state.selected === null) return;
+  for (const img of $("gallery").children) {
+    const on = Number(img.dataset.id) === state.selected;
+    img.classList.toggle("selected", on);
+    if (on) img.scrollIntoView({ block: "nearest" });
+  }
+  const mine = ++request;
+  const image = state.images.find((item) => item.id === state.selected);
+  const result = await get(`/api/collections/${state.collection.id}/search`, {
+    image_id: state.selected, feature_set: state.featureSet, metric: state.metric, k: state.k,
+  });
+  if (mine !== request) return; // a newer selection has been made meanwhile
+  renderQuery($("query"), {
+    title: image ? image.name : `image ${state.selected}`,
+    imageSrc: thumb(state.selected, 256),
+    label: state.collection.labeled && image ? image.label : null,
+    result,
+  });
+  renderResults($("results"), result.hits, (id) => selectImage(id));
+}

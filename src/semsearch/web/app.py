@@ -12,6 +12,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
 from semsearch.collections import (
     Collection,
     CollectionSearch,
@@ -73,15 +79,17 @@ def status_for(exc: Exception) -> int:
     return 400
 
 
+class UrlSearch(BaseModel):
+    url: str = Field(..., max_length=4096, description="an http(s) URL of an image")
+    feature_set: str | None = None
+    metric: str | None = None
+    k: int = Field(15, ge=1, le=MAX_K)
+
+
 def create_app(config: Config, *, registry: ModelRegistry | None = None,
                session: Session | None = None, fetch_policy: FetchPolicy | None = None,
-               upload_max_bytes: int = UPLOAD_MAX_BYTES) -> Any:
+               upload_max_bytes: int = UPLOAD_MAX_BYTES) -> FastAPI:
     """Gives the FastAPI application serving the catalogue of `config` (or `session`)."""
-    from fastapi import FastAPI, Query, Request
-    from fastapi.responses import FileResponse, JSONResponse, Response
-    from fastapi.staticfiles import StaticFiles
-    from pydantic import BaseModel, Field
-
     sess = session or Session(config, registry=registry, create=True)
     policy = fetch_policy or FetchPolicy()
     models_lock = threading.Lock()
@@ -201,15 +209,9 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
         if not data:
             raise QueryError("the upload is empty; send the image file as the request body")
         c = collection(cid)
-        result = await _in_thread(search_collection, sess, c, ImageQuery(data=data),
-                                  feature_set=feature_set, metric=metric, k=k)
+        result = await run_in_threadpool(search_collection, sess, c, ImageQuery(data=data),
+                                         feature_set=feature_set, metric=metric, k=k)
         return JSONResponse(_search_json(result))
-
-    class UrlSearch(BaseModel):
-        url: str = Field(..., max_length=4096, description="an http(s) URL of an image")
-        feature_set: str | None = None
-        metric: str | None = None
-        k: int = Field(15, ge=1, le=MAX_K)
 
     @app.post("/api/collections/{cid}/search/url", summary="Search by an image URL")
     def search_by_url(cid: int, body: UrlSearch) -> dict[str, Any]:
@@ -312,10 +314,8 @@ def _search_json(result: CollectionSearch) -> dict[str, Any]:
     }
 
 
-async def _read_capped(request: Any, limit: int) -> bytes:
+async def _read_capped(request: Request, limit: int) -> bytes:
     """Gives the request body, refusing (413) one larger than limit without reading on."""
-    from fastapi import HTTPException
-
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"the upload is larger than {limit:,} bytes")
@@ -325,9 +325,3 @@ async def _read_capped(request: Any, limit: int) -> bytes:
         if len(body) > limit:
             raise HTTPException(413, f"the upload is larger than {limit:,} bytes")
     return bytes(body)
-
-
-async def _in_thread(function: Any, *args: Any, **kwargs: Any) -> Any:
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(function, *args, **kwargs)

@@ -140,7 +140,8 @@ def _read_capped(response: object, policy: FetchPolicy, deadline: float) -> byte
     body = bytearray()
     try:
         while True:
-            chunk = response.read(_CHUNK)
+            # read1 gives what has arrived, so a slow sender meets the deadline check.
+            chunk = response.read1(_CHUNK)
             if not chunk:
                 return bytes(body)
             body.extend(chunk)

@@ -1,0 +1,231 @@
+"""The JSON API in-process: every route on a real catalogue of generated images with the tiny
+network, and the refusals: uploads too large or not images, hostile URLs, paths."""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from tests.conftest import labeled_folder, make_image
+
+from semsearch.session import Session
+from semsearch.sweep import run_sweep
+from semsearch.web.fetch import FetchPolicy
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from semsearch.web.app import create_app  # noqa: E402
+
+
+def _jpeg(seed: int = 3, size: tuple[int, int] = (64, 48)) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        return make_image(Path(tmp) / "q.jpg", seed=seed, size=size).read_bytes()
+
+
+@pytest.fixture
+def web(tiny_session: Session, tmp_path: Path) -> Iterator[tuple[TestClient, Session, Path]]:
+    root = labeled_folder(tmp_path / "photos", 18)
+    session = Session(replace(tiny_session.config, expand_k=0), registry=tiny_session.registry,
+                      store=tiny_session.store)
+    session.index(str(root))
+    policy = FetchPolicy(allow=(ipaddress.ip_network("127.0.0.0/8"),))
+    app = create_app(session.config, session=session, fetch_policy=policy,
+                     upload_max_bytes=200_000)
+    with TestClient(app) as client:
+        yield client, session, root
+
+
+def _ok(response: Any) -> Any:
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_collections_images_and_thumbnails(web: tuple[TestClient, Session, Path]) -> None:
+    client, session, root = web
+    (collection,) = _ok(client.get("/api/collections"))
+    assert collection["root"] == str(root) and collection["images"] == 18
+    assert collection["labels"] == {"class0": 6, "class1": 6, "class2": 6}
+    assert collection["labeled"] is True
+    detail = _ok(client.get(f"/api/collections/{collection['id']}"))
+    assert detail["default_feature_set"] == "tiny@head_act/gem"
+    assert [fs["vectors"] for fs in detail["feature_sets"]] == [18]
+    listing = _ok(client.get(f"/api/collections/{collection['id']}/images"))
+    assert listing["total"] == 18 and listing["images"][0]["label"] == "class0"
+    first = listing["images"][0]["id"]
+    thumb = client.get(f"/api/images/{first}/thumbnail?size=64")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(thumb.content)).size) == 64
+    full = client.get(f"/api/images/{first}/file")
+    assert full.status_code == 200 and full.headers["content-type"] == "image/png"
+    assert full.content == (root / "class0" / "img00.png").read_bytes()
+    assert client.get(f"/api/images/{first}/thumbnail?size=7").status_code == 422
+    assert client.get("/api/images/999999/file").status_code == 404
+    assert client.get("/api/collections/77").status_code == 404
+
+
+def test_search_by_id_marks_classes_and_scores_the_query(
+        web: tuple[TestClient, Session, Path]) -> None:
+    client, session, _ = web
+    cid = _ok(client.get("/api/collections"))[0]["id"]
+    images = _ok(client.get(f"/api/collections/{cid}/images"))["images"]
+    query = images[0]
+    result = _ok(client.get(f"/api/collections/{cid}/search",
+                            params={"image_id": query["id"], "k": 5}))
+    assert len(result["hits"]) == 5 and result["query_label"] == "class0"
+    assert all(hit["id"] != query["id"] for hit in result["hits"])
+    assert all(hit["same_class"] == (hit["label"] == "class0") for hit in result["hits"])
+    similarities = [hit["similarity"] for hit in result["hits"]]
+    assert similarities == sorted(similarities, reverse=True)
+    assert all(0 <= s <= 100 for s in similarities)
+    assert 0 <= result["weighted_p15"] <= 100
+    euclid = _ok(client.get(f"/api/collections/{cid}/search",
+                            params={"image_id": query["id"], "metric": "euclidean"}))
+    assert euclid["metric"] == "euclidean" and len(euclid["hits"]) == 15
+    for params, status in [({"image_id": query["id"], "metric": "manhattan"}, 422),
+                           ({"image_id": query["id"], "k": 0}, 422),
+                           ({"image_id": query["id"], "k": 10_000}, 422),
+                           ({"image_id": 424242}, 404),
+                           ({"image_id": query["id"], "feature_set": "tiny@stem/avg"}, 404),
+                           ({"image_id": query["id"], "feature_set": "nonsense"}, 422),
+                           ({"image_id": "1; DROP TABLE images"}, 422)]:
+        response = client.get(f"/api/collections/{cid}/search", params=params)
+        assert response.status_code == status, (params, response.text)
+        assert response.json()["detail"]
+
+
+def test_search_by_upload(web: tuple[TestClient, Session, Path]) -> None:
+    client, _, _ = web
+    cid = _ok(client.get("/api/collections"))[0]["id"]
+    url = f"/api/collections/{cid}/search/upload"
+    result = _ok(client.post(url, content=_jpeg(), params={"k": 4},
+                             headers={"Content-Type": "image/jpeg"}))
+    assert len(result["hits"]) == 4 and result["query_label"] is None
+    assert all(hit["same_class"] is None for hit in result["hits"])
+    assert result["embed_ms"] > 0
+    too_big = client.post(url, content=b"\xff\xd8" + b"0" * 300_000)
+    assert too_big.status_code == 413 and "larger than 200,000 bytes" in too_big.json()["detail"]
+    for body in (b"<html><script>alert(1)</script></html>", b"GIF89a" + b"\x00" * 20,
+                 _jpeg()[:200]):
+        response = client.post(url, content=body, headers={"Content-Type": "image/jpeg"})
+        assert response.status_code == 415, response.text
+    assert client.post(url, content=b"").status_code == 422
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(bomb, "PNG")  # tiny file, 400 MP
+    response = client.post(url, content=bomb.getvalue())
+    assert response.status_code == 415 and "too large" in response.json()["detail"]
+
+
+class _ImageServer(BaseHTTPRequestHandler):
+    body = b""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path == "/redirect-inside":
+            self.send_response(302)
+            self.send_header("Location", "http://192.168.0.10/secret.png")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+
+def test_search_by_url_and_hostile_urls(web: tuple[TestClient, Session, Path]) -> None:
+    client, session, _ = web
+    cid = _ok(client.get("/api/collections"))[0]["id"]
+    _ImageServer.body = _jpeg(seed=9)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ImageServer)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"/api/collections/{cid}/search/url"
+        port = httpd.server_address[1]
+        result = _ok(client.post(url, json={"url": f"http://127.0.0.1:{port}/a.jpg", "k": 3}))
+        assert len(result["hits"]) == 3
+        refused = client.post(url, json={"url": f"http://127.0.0.1:{port}/redirect-inside"})
+        assert refused.status_code == 422 and "192.168.0.10" in refused.json()["detail"]
+    finally:
+        httpd.shutdown()
+    # With the default policy (what `semsearch serve` uses), none of these are fetched.
+    strict = create_app(session.config, session=session)
+    with TestClient(strict) as plain:
+        for target in ("http://127.0.0.1/x.jpg", "http://10.0.0.8/x.jpg",
+                       "http://169.254.169.254/latest/meta-data/", "file:///etc/passwd",
+                       "http://[::1]:8000/x.jpg", "http://localhost/x.jpg",
+                       "ftp://example.com/x.jpg"):
+            response = plain.post(f"/api/collections/{cid}/search/url", json={"url": target})
+            assert response.status_code == 422, target
+            assert "refusing" in response.json()["detail"] or "only http" in \
+                response.json()["detail"]
+        assert plain.post(f"/api/collections/{cid}/search/url",
+                          json={"url": "x" * 5000}).status_code == 422
+        assert plain.post(f"/api/collections/{cid}/search/url",
+                          content=b"{not json").status_code == 422
+
+
+@pytest.mark.parametrize("path", [
+    "/api/images/..%2F..%2Fetc%2Fpasswd/file", "/static/../../../etc/passwd",
+    "/static/..%2F..%2F..%2Fetc%2Fpasswd", "/api/images/1%00/file",
+    "/static/%2e%2e/%2e%2e/setup.py", "/api/collections/1/../../../etc/passwd",
+])
+def test_paths_never_reach_files(web: tuple[TestClient, Session, Path], path: str) -> None:
+    client, _, _ = web
+    response = client.get(path)
+    assert response.status_code in (404, 422), path
+    assert b"root:" not in response.content
+
+
+def test_models_options_docs_and_page(web: tuple[TestClient, Session, Path]) -> None:
+    client, _, _ = web
+    models = _ok(client.get("/api/models"))
+    assert [m["name"] for m in models][:1] == ["tiny"]
+    layers = _ok(client.get("/api/models/tiny/layers"))
+    assert [layer["name"] for layer in layers][:2] == ["stem", "stem_act"]
+    assert client.get("/api/models/resnet9000/layers").status_code == 404
+    options = _ok(client.get("/api/options"))
+    assert "cosine" in options["metrics"] and "gem" in options["poolings"]
+    assert client.get("/docs").status_code == 200
+    schema = _ok(client.get("/openapi.json"))
+    assert "/api/collections/{cid}/search" in schema["paths"]
+    page = client.get("/")
+    assert page.status_code == 200 and "ConvNet Playground" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert client.get("/static/app.js").status_code == 200
+
+
+def test_evaluations_and_map(web: tuple[TestClient, Session, Path]) -> None:
+    client, session, root = web
+    cid = _ok(client.get("/api/collections"))[0]["id"]
+    assert _ok(client.get(f"/api/collections/{cid}/evaluations")) == []
+    run_sweep(session, str(root), models=["tiny"], layers=["block", "head"],
+              poolings=["avg"], metrics=["cosine", "euclidean"])
+    (listed,) = _ok(client.get(f"/api/collections/{cid}/evaluations"))
+    assert listed["settings"]["layers"] == {"tiny": ["block", "head"]}
+    image_id = _ok(client.get(f"/api/collections/{cid}/images"))["images"][0]["id"]
+    run = _ok(client.get(f"/api/evaluations/{listed['id']}", params={"image_id": image_id}))
+    assert len(run["rows"]) == 4
+    assert {(r["layer"], r["metric"]) for r in run["rows"]} == {
+        ("block", "cosine"), ("block", "euclidean"), ("head", "cosine"), ("head", "euclidean")}
+    assert all(0 <= r["image_score"] <= 100 for r in run["rows"])
+    assert client.get("/api/evaluations/999").status_code == 404
+
+    made = _ok(client.get(f"/api/collections/{cid}/map"))
+    assert len(made["ids"]) == len(made["x"]) == len(made["labels"]) == 18
+    assert all(0 <= v <= 1 for v in made["x"] + made["y"])
+    again = _ok(client.get(f"/api/collections/{cid}/map"))
+    assert again == made  # cached, not recomputed with other coordinates
+    other = _ok(client.get(f"/api/collections/{cid}/map",
+                           params={"feature_set": "tiny@block/avg"}))
+    assert other["feature_set"] == "tiny@block/avg" and other["x"] != made["x"]

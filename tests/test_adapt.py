@@ -159,3 +159,27 @@ def test_adapt_gains_on_held_out_real_images(tmp_path: Path, cache_dir: Path,
                  "--db", str(tmp_path / "a.db"), "--cache-dir", str(cache_dir), "--json"])
     hits = json.loads(capsys.readouterr().out)["hits"]
     assert code == 0 and sum(hit["label"] == "flipflops" for hit in hits) >= 8
+
+
+def test_retraining_never_leaves_a_stale_index_in_use(tiny_session: Session, labeled: Path,
+                                                      tmp_path: Path) -> None:
+    config = replace(tiny_session.config, adapter="r", expand_k=0)
+    session = Session(config, registry=tiny_session.registry, store=tiny_session.store)
+    adapt(session, str(labeled), "r", settings=FAST)
+    more = labeled_folder(tmp_path / "more", 6)
+    session.index(str(more))
+    session.search(str(more / "class0" / "img00.png"))  # builds and saves the index
+    folder = session.catalog.folder
+    assert len(list(folder.glob("*.json"))) == 1
+    # The same training again gives the same weights: the set and its vectors stay.
+    adapt(session, str(labeled), "r", settings=FAST)
+    assert tiny_session.store.count_vectors(
+        tiny_session.store.feature_set(session.feature_set()).id) == 24
+    newest = labeled_folder(tmp_path / "newest", 3, classes=1)
+    session.index(str(newest))
+    hits = session.search(str(newest / "class0" / "img01.png"), k=30).hits
+    assert {hit.path for hit in hits} >= {str(newest / "class0" / "img00.png"),
+                                          str(newest / "class0" / "img02.png")}
+    # Other weights: the old set goes, and so do its index files.
+    adapt(session, str(labeled), "r", settings=replace(FAST, seed=7))
+    assert list(folder.glob("*.json")) == []

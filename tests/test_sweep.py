@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import dataset, labeled_folder
+from tests.conftest import dataset, labeled_folder, make_image
 
 from semsearch.errors import EvaluationError, FeatureSetError, UnknownLayerError
 from semsearch.evaluate import evaluate
@@ -44,10 +44,11 @@ def test_auto_layers_of_lite0_are_its_convolutions() -> None:
     from semsearch.models.summary import layers
 
     table = layers(default_registry(), "lite0")
-    picked = auto_layers(table)
-    assert len(picked) == 8 and picked[0] == "_conv_stem" and picked[-1] == "_conv_head"
+    picked = auto_layers(table, feature_layer="_head_act")
+    assert len(picked) == 8 and picked[0] == "_conv_stem" and picked[-2:] == [
+        "_conv_head", "_head_act"]
     kinds = {layer.name: layer.type for layer in table}
-    assert all(kinds[name].startswith("Conv2d") for name in picked)
+    assert all(kinds[name].startswith("Conv2d") for name in picked[:-1])
 
 
 def test_choose_layers_expands_auto_and_checks_names() -> None:
@@ -67,7 +68,7 @@ def labeled(tmp_path: Path) -> Path:
 def test_sweep_embeds_once_and_scores_every_combination(tiny_session: Session,
                                                         labeled: Path) -> None:
     stages: list[str] = []
-    result = run_sweep(tiny_session, str(labeled), models=["tiny"], layers=["auto", "head_act"],
+    result = run_sweep(tiny_session, str(labeled), models=["tiny"], layers=["auto"],
                        poolings=["avg", "gem"], metrics=["cosine", "euclidean", "minkowski"],
                        k=5, progress=lambda stage, done, total: stages.append(stage))
     assert result.layers == {"tiny": ["stem", "block", "head", "head_act"]}
@@ -96,7 +97,7 @@ def test_sweep_embeds_once_and_scores_every_combination(tiny_session: Session,
 
     # A second run embeds nothing and scores the same; both runs are stored.
     second = run_sweep(tiny_session, str(labeled), models=["tiny"],
-                       layers=["auto", "head_act"], poolings=["avg", "gem"],
+                       layers=["auto"], poolings=["avg", "gem"],
                        metrics=["cosine", "euclidean", "minkowski"], k=5)
     assert second.reports[0].embedded == 0 and second.reports[0].unchanged == 15
     assert [r.overall for r in second.rows] == [r.overall for r in result.rows]
@@ -127,8 +128,11 @@ def test_sweep_vectors_serve_index_and_search(tiny_session: Session, labeled: Pa
 def test_sweep_refuses_what_it_cannot_score(tiny_session: Session, labeled: Path,
                                             tmp_path: Path) -> None:
     flat = labeled_folder(tmp_path / "flat", 4, classes=1)
-    with pytest.raises(EvaluationError, match="at least two classes"):
+    with pytest.raises(EvaluationError, match="in 1 class folder.*needs at least two"):
         run_sweep(tiny_session, str(flat), models=["tiny"], layers=["head"])
+    with pytest.raises(EvaluationError, match="is not a folder"):
+        run_sweep(tiny_session, str(flat / "class0" / "img00.png"), models=["tiny"])
+    assert tiny_session.store.count_images() == 0  # refused before any embedding
     with pytest.raises(EvaluationError, match="composite"):
         run_sweep(tiny_session, str(labeled), models=["tiny+tiny2"])
     with pytest.raises(FeatureSetError, match="unknown pooling"):
@@ -166,9 +170,8 @@ def test_outputs_are_written(tiny_session: Session, labeled: Path, tmp_path: Pat
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 
-def test_cli_compare_prints_a_leaderboard(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                          cache_dir: Path, no_config_file: None
-                                          ) -> None:
+def test_cli_compare_refuses_mistakes_before_any_work(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, no_config_file: None) -> None:
     from semsearch.cli import main
 
     code = main(["compare", str(tmp_path / "missing"), "--db", str(tmp_path / "c.db"),
@@ -176,6 +179,15 @@ def test_cli_compare_prints_a_leaderboard(capsys: pytest.CaptureFixture[str], tm
     assert code == 1 and "no such file or folder" in capsys.readouterr().err
     code = main(["compare", ".", "--models", " , ", "--db", str(tmp_path / "c.db")])
     assert code == 1 and "--models must name" in capsys.readouterr().err
+    (tmp_path / "taken").write_text("a file")
+    labeled_folder(tmp_path / "photos", 4, classes=2)
+    code = main(["compare", str(tmp_path / "photos"), "--models", "lite0", "--db",
+                 str(tmp_path / "c.db"), "--out", str(tmp_path / "taken")])
+    assert code == 1 and "cannot use" in capsys.readouterr().err
+    from semsearch.store import Store
+
+    with Store.open(tmp_path / "c.db") as store:  # nothing embedded, nothing stored
+        assert store.count_images() == 0 and store.sweeps() == []
 
 
 @pytest.mark.real
@@ -203,6 +215,46 @@ def test_sweep_on_a_real_subset(tmp_path: Path, cache_dir: Path,
     # As in the original's charts: deep layers separate classes, the first conv does not.
     # (With 7 relevant images per query, weighted precision at 15 tops out at 70.)
     best, stem = board[0], [r for r in board if r["layer"] == "_conv_stem"]
-    assert best["layer"] == "_conv_head" and best["map"] >= 0.85
+    assert best["layer"] in ("_conv_head", "_head_act") and best["map"] >= 0.85
     assert max(r["map"] for r in stem) < best["map"] - 0.3
     assert (out / "layers.png").stat().st_size > 10_000
+
+
+def test_classes_are_the_top_sub_folders(tiny_session: Session, tmp_path: Path) -> None:
+    root = tmp_path / "nested"
+    for i in range(8):
+        make_image(root / f"class{i % 2}" / "deeper" / f"{i}.png", seed=i)
+    make_image(root / "loose.png", seed=99)  # in no class
+    result = run_sweep(tiny_session, str(root), models=["tiny"], layers=["head"],
+                       poolings=["avg"], metrics=["cosine"])
+    assert result.classes == 2 and result.images == 8 and result.unlabeled == 1
+    assert set(result.rows[0].per_class) == {"class0", "class1"}
+
+
+def test_images_without_every_vector_are_left_out(tiny_session: Session, labeled: Path,
+                                                  tmp_path: Path) -> None:
+    # An image indexed before, whose file is now unreadable, keeps its row but gets no
+    # vectors for the sweep's new feature sets: no configuration scores it.
+    target = labeled / "class0" / "img00.png"
+    tiny_session.index(str(labeled))
+    target.chmod(0o000)
+    try:
+        import os
+
+        if os.access(target, os.R_OK):  # root reads anything: make it undecodable instead
+            target.chmod(0o644)
+            target.write_bytes(b"not an image any more")
+        result = run_sweep(tiny_session, str(labeled), models=["tiny"], layers=["block"],
+                           poolings=["avg", "gem"], metrics=["cosine"])
+    finally:
+        target.chmod(0o644)
+    assert result.images == 14
+    assert all(row.overall.queries == 14 for row in result.rows)
+
+
+def test_charts_take_any_folder_name(tiny_session: Session, tmp_path: Path) -> None:
+    root = labeled_folder(tmp_path / "m$^$x {a}_%", 6, classes=2)
+    result = run_sweep(tiny_session, str(root), models=["tiny"], layers=["head"],
+                       poolings=["avg"], metrics=["cosine"])
+    paths = write_outputs(result, tmp_path / "out")
+    assert all(path.stat().st_size > 0 for path in paths)

@@ -17,13 +17,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
-from semsearch.errors import EvaluationError, FeatureSetError
+from semsearch.errors import EvaluationError
 from semsearch.evaluate import Scores, evaluate
 from semsearch.expansion import l2_normalize, project
+from semsearch.features import adapted_input_key
 from semsearch.featureset import FeatureSet, check_adapter_name
 from semsearch.indexing import IndexReport, Progress, index_folder
 from semsearch.session import Session
-from semsearch.store import AdapterRecord
+from semsearch.store import AdaptedVectors, AdapterRecord, weights_digest
 
 Vectors = npt.NDArray[np.float32]
 
@@ -120,9 +121,7 @@ def adapt(session: Session, root: str, name: str, *, heldout: float = 0.3,
         raise EvaluationError(f"the held-out fraction must be from 0 to 0.9, not {heldout}")
     if settings.dim < 2 or settings.epochs < 1:
         raise EvaluationError("the projection needs at least 2 dimensions and 1 epoch")
-    base = session.feature_set()
-    if base.adapter:
-        raise FeatureSetError(f"{base} is adapted already; adapt its base {base.base}")
+    base = session.plain_feature_set()
     extractor = session.extractor(base)
     config = session.config
     report = index_folder(session.store, extractor, root, batch_size=config.batch_size,
@@ -159,11 +158,11 @@ def adapt(session: Session, root: str, name: str, *, heldout: float = 0.3,
             "settings": asdict(settings), "final_loss": loss, "train_seconds": seconds,
             "before": asdict(before) if before else None,
             "after": asdict(after) if after else None}
-    saved = session.store.save_adapter(name, base, record.preprocessing, weights,
-                                       json.dumps(info))
     adapted = base.adapted(name)
-    target = session.store.ensure_feature_set(adapted, session.input_key(adapted),
-                                              weights.shape[1])
-    session.store.add_vectors(target.id, ids, project(vectors, weights))
+    preprocessing = adapted_input_key(record.preprocessing, weights_digest(weights))
+    saved = session.store.save_adapter(
+        name, base, record.preprocessing, weights, json.dumps(info),
+        AdaptedVectors(adapted, preprocessing, ids, project(vectors, weights)))
+    session.catalog.remove_orphans()
     return AdaptResult(saved, adapted, report.root, len(names), int(train.sum()),
                        int(held.sum()), before, after, loss, seconds, report)

@@ -22,11 +22,22 @@ def write_atomically(path: Path, write: Callable[[str], object]) -> None:
             os.unlink(tmp)
 
 
+def _umask() -> int:
+    # Read without changing it (os.umask sets it, which races with other threads).
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def write_bytes_atomically(path: Path, data: bytes) -> None:
-    """Writes data to path atomically, readable by all like any file a person saves."""
+    """Writes data to path atomically, with the permissions a newly created file gets."""
 
     def write(tmp: str) -> None:
         Path(tmp).write_bytes(data)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o666 & ~_umask())
 
     write_atomically(path, write)

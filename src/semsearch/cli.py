@@ -18,6 +18,7 @@ from typing import Any
 from semsearch import __version__
 from semsearch.config import Config, default_config_file, resolve, settings
 from semsearch.errors import ConfigError, SemsearchError
+from semsearch.featureset import FeatureSet
 from semsearch.images import check_name
 from semsearch.models.registry import ModelRegistry
 from semsearch.session import Session
@@ -167,6 +168,12 @@ def _path_argument(text: str) -> str:
     return text
 
 
+def _chosen(args: argparse.Namespace, session: Session) -> FeatureSet:
+    """Gives the feature set the flags name; with --adapter, a --model, --layer or --pool
+    that the adapter's base contradicts is an error, not ignored."""
+    return session.feature_set(args.model, args.layer, args.pool)
+
+
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False))
 
@@ -200,7 +207,7 @@ def cmd_index(args: argparse.Namespace, config: Config) -> int:
     with _session(config, create=True) as session:
         bar = _Bar(not args.quiet, "indexing")
         try:
-            report = session.index(root, progress=bar)
+            report = session.index(root, feature_set=_chosen(args, session), progress=bar)
         finally:
             bar.close()
     if args.json:
@@ -222,7 +229,7 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
                  for name in ("model", "layer", "pool", "adapter"))
     with _session(config) as session:
         result = session.search(args.query,
-                                feature_set=session.feature_set() if chosen else None)
+                                feature_set=_chosen(args, session) if chosen else None)
     if args.json:
         _print_json(asdict(result))
         return 0
@@ -244,12 +251,13 @@ def _names(text: str, what: str) -> list[str]:
 
 
 def cmd_compare(args: argparse.Namespace, config: Config) -> int:
-    from semsearch.leaderboard import as_json, leaderboard_rows, write_outputs
+    from semsearch.leaderboard import as_json, leaderboard_rows, prepare_folder, write_outputs
     from semsearch.sweep import run_sweep
 
     root = _path_argument(args.path)
     if args.top < 0:
         raise ConfigError(f"--top must be 0 or more, not {args.top}")
+    prepare_folder(args.out)
     bars: dict[str, _Bar] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -277,6 +285,8 @@ def cmd_compare(args: argparse.Namespace, config: Config) -> int:
     print(f"{result.root}: {result.images} images in {result.classes} classes; embedded "
           f"{embedded} image-model pairs, scored {len(result.rows)} configurations in "
           f"{result.seconds:.1f}s (comparison run {result.sweep.id})")
+    if result.unlabeled:
+        print(f"  left out {result.unlabeled} image(s) directly in the folder, in no class")
     skipped = [item for report in result.reports for item in report.failed]
     for item in dict.fromkeys(skipped):
         print(f"  skipped {item.path}: {item.reason}")
@@ -346,7 +356,8 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         if args.path is not None:
             bar = _Bar(not args.quiet, "indexing")
             try:
-                report = session.index(_path_argument(args.path), progress=bar)
+                report = session.index(_path_argument(args.path),
+                                       feature_set=_chosen(args, session), progress=bar)
             finally:
                 bar.close()
             print(f"{report.root}: {report.found} images ({report.embedded} embedded, "

@@ -37,6 +37,13 @@ class ImageFile:
         return os.path.basename(os.path.dirname(self.path))
 
 
+def folder_class(root: str, path: str) -> str | None:
+    """Gives the class of an image in a labeled folder: the name of the sub-folder of root
+    it lies in, at any depth (None for a file directly in root)."""
+    parts = os.path.relpath(path, root).split(os.sep)
+    return parts[0] if len(parts) >= 2 and parts[0] not in ("", os.curdir, os.pardir) else None
+
+
 def is_supported(path: str | os.PathLike[str]) -> bool:
     """Gives whether the file name has a supported image suffix (any letter case)."""
     return os.path.splitext(os.fspath(path))[1].lower() in SUPPORTED_SUFFIXES

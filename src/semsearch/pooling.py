@@ -86,10 +86,13 @@ def pool(maps: npt.NDArray[np.float32], method: str) -> npt.NDArray[np.float32]:
         # Generalized mean (Radenovic et al.): between avg (p=1) and max (p -> inf).
         # Negative activations (layers before a ReLU) are clamped, as GeM assumes >= 0.
         # Scaling by the per-channel max first keeps x**p finite for any layer and p.
-        clamped = np.maximum(x.astype(np.float64), _GEM_EPS)
-        top = clamped.max(axis=(2, 3), keepdims=True)
-        mean = np.power(clamped / top, gem_p).mean(axis=(2, 3))
-        out = np.power(mean, 1.0 / gem_p) * top[:, :, 0, 0]
+        # One image at a time, in float32: a batch of early-layer maps is large.
+        out = np.empty(x.shape[:2], dtype=np.float32)
+        for i in range(n):
+            clamped = np.maximum(x[i], np.float32(_GEM_EPS))
+            top = clamped.max(axis=(1, 2), keepdims=True)
+            mean = np.power(clamped / top, np.float32(gem_p)).mean(axis=(1, 2), dtype=np.float64)
+            out[i] = np.power(mean, 1.0 / gem_p) * top[:, 0, 0]
     else:
         out = x.reshape(n, -1)
     return np.ascontiguousarray(out, dtype=np.float32)

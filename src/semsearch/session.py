@@ -25,6 +25,7 @@ from semsearch.indexing import IndexReport, Progress, index_folder
 from semsearch.models.onnx_file import is_onnx_name, onnx_spec
 from semsearch.models.registry import ModelRegistry, ModelSpec, default_registry, input_key
 from semsearch.models.runtime import load_backbone
+from semsearch.pooling import check_pooling
 from semsearch.search import SearchResult, SearchService
 from semsearch.store import AdapterRecord, FeatureSetRecord, Store
 
@@ -83,12 +84,19 @@ class Session:
         adapter = adapter or self.config.adapter
         if adapter:
             fs = self.store.adapter(adapter).base
-            for part, given in (("model", model), ("layer", layer), ("pooling", pool)):
+            pooling = check_pooling(pool) if pool is not None else None
+            for part, given in (("model", model), ("layer", layer), ("pooling", pooling)):
                 if given is not None and given != getattr(fs, part):
                     raise FeatureSetError(
                         f"adapter {adapter} projects {fs}; its {part} is "
                         f"{getattr(fs, part)}, not {given}")
             return fs.adapted(adapter)
+        return self.plain_feature_set(model, layer, pool)
+
+    def plain_feature_set(self, model: str | None = None, layer: str | None = None,
+                          pool: str | None = None) -> FeatureSet:
+        """Gives the feature set named by the arguments and the settings, leaving any
+        adapter out: what an adapter would be trained on."""
         name = model or self.config.model
         specs = [self.spec(part) for part in name.split("+")]
         return FeatureSet(name, layer or self.config.layer or specs[0].default_layer,
@@ -187,10 +195,11 @@ class Session:
             )
         return self._search
 
-    def index(self, path: str, *, progress: Progress | None = None) -> IndexReport:
-        """Brings the catalogue up to date with a folder for the configured feature set and
-        leaves its search index for the configured metric built."""
-        extractor = self.extractor(self.feature_set())
+    def index(self, path: str, *, feature_set: FeatureSet | None = None,
+              progress: Progress | None = None) -> IndexReport:
+        """Brings the catalogue up to date with a folder for the feature set (default: the
+        configured one) and leaves its search index for the configured metric built."""
+        extractor = self.extractor(feature_set or self.feature_set())
         report = index_folder(self.store, extractor, path, batch_size=self.config.batch_size,
                               workers=self.config.workers, progress=progress)
         record = self.store.feature_set(extractor.feature_set, extractor.preprocessing)

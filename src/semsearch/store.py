@@ -211,7 +211,22 @@ class AdapterRecord:
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(self.weights.tobytes()).hexdigest()[:12]
+        return weights_digest(self.weights)
+
+
+def weights_digest(weights: npt.NDArray[np.float32]) -> str:
+    """Gives a short name of exactly these adapter weights."""
+    return hashlib.sha256(np.ascontiguousarray(weights, np.float32).tobytes()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class AdaptedVectors:
+    """The vectors an adapter gives for stored images, written with the adapter."""
+
+    feature_set: FeatureSet
+    preprocessing: str
+    image_ids: npt.NDArray[np.int64]
+    vectors: npt.NDArray[np.float32]
 
 
 _BUSY_SECONDS = 30.0
@@ -471,6 +486,20 @@ class Store:
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
         return ids, matrix.reshape(len(rows), dim).copy()
 
+    def vectors_under(self, fs_id: int, root: str
+                      ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Gives (image ids, matrix) of the feature set's vectors of images at or below root,
+        by image id, without reading the rest of the catalogue."""
+        dim = self._dim(fs_id)
+        low, high = _prefix_bounds(root)
+        rows = self._read(
+            "SELECT v.image_id, v.vector FROM vectors v JOIN images i ON i.id = v.image_id"
+            " WHERE v.feature_set_id = ? AND (i.path = ? OR (i.path >= ? AND i.path < ?))"
+            " ORDER BY v.image_id", (fs_id, root.rstrip(os.sep), low, high))
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+        return ids, matrix.reshape(len(rows), dim).copy()
+
     def vector(self, fs_id: int, image_id: int) -> npt.NDArray[np.float32] | None:
         rows = self._read(
             "SELECT vector FROM vectors WHERE feature_set_id = ? AND image_id = ?",
@@ -644,22 +673,49 @@ class Store:
     # -- adapters -----------------------------------------------------------------------------
 
     def save_adapter(self, name: str, base: FeatureSet, preprocessing: str,
-                     weights: npt.NDArray[np.float32], info: str) -> AdapterRecord:
-        """Stores an adapter, replacing one of the same name together with the vectors that
-        the old one produced; gives its record."""
+                     weights: npt.NDArray[np.float32], info: str,
+                     adapted: AdaptedVectors | None = None) -> AdapterRecord:
+        """Stores an adapter, and the vectors it gives (if given), in one transaction. An
+        adapter of the same name is replaced, and the feature sets its other weights made
+        are removed with their vectors; gives the record."""
         matrix = np.ascontiguousarray(weights, np.float32)
         if matrix.ndim != 2 or not np.isfinite(matrix).all():
             raise ValueError("adapter weights must be a finite 2-D matrix")
         now = time.time()
-        stale = [r.id for r in self.feature_sets() if r.feature_set.adapter == name]
+        record = AdapterRecord(name, base, preprocessing, matrix, info, now)
         with self._transaction() as conn:
+            # The set made by these very weights (a retrain that changed nothing) stays.
+            keep = adapted.preprocessing if adapted is not None else None
+            stale = [r.id for r in self._feature_set_rows_in(conn)
+                     if r.feature_set.adapter == name and r.preprocessing != keep]
             conn.executemany("DELETE FROM feature_sets WHERE id = ?", [(i,) for i in stale])
             conn.execute(
                 "INSERT OR REPLACE INTO adapters(name, base, preprocessing, dim_in, dim_out,"
                 " weights, info, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (name, str(base), preprocessing, matrix.shape[0], matrix.shape[1],
                  matrix.tobytes(), info, now))
-        return AdapterRecord(name, base, preprocessing, matrix, info, now)
+            if adapted is not None:
+                fs = adapted.feature_set
+                conn.execute(
+                    "INSERT OR IGNORE INTO feature_sets(name, model, layer, pooling,"
+                    " preprocessing, dim, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (str(fs), fs.model, fs.layer, fs.pooling, adapted.preprocessing,
+                     matrix.shape[1], now))
+                fs_id = conn.execute(
+                    "SELECT id FROM feature_sets WHERE name = ? AND preprocessing = ?",
+                    (str(fs), adapted.preprocessing)).fetchone()[0]
+                conn.executemany(
+                    "INSERT OR REPLACE INTO vectors(feature_set_id, image_id, vector)"
+                    " VALUES (?, ?, ?)",
+                    [(fs_id, int(i), np.ascontiguousarray(v, np.float32).tobytes())
+                     for i, v in zip(adapted.image_ids, adapted.vectors, strict=True)])
+                self._bump(conn, [fs_id])
+        return record
+
+    def _feature_set_rows_in(self, conn: sqlite3.Connection) -> list[FeatureSetRecord]:
+        rows = conn.execute("SELECT id, name, preprocessing, dim, version FROM feature_sets"
+                            " ORDER BY id").fetchall()
+        return [FeatureSetRecord(r[0], FeatureSet.parse(r[1]), r[2], r[3], r[4]) for r in rows]
 
     def adapter(self, name: str) -> AdapterRecord:
         """Gives the named adapter, or raises NotIndexedError naming the known ones."""
@@ -667,7 +723,7 @@ class Store:
             "SELECT name, base, preprocessing, dim_in, dim_out, weights, info, created_at"
             " FROM adapters WHERE name = ?", (name,))
         if not rows:
-            known = ", ".join(a.name for a in self.adapters()) or "none yet"
+            known = ", ".join(self.adapter_names()) or "none yet"
             raise NotIndexedError(f"no adapter named {name!r} in the catalogue (known: "
                                   f"{known}); train one with `semsearch adapt FOLDER`")
         r = rows[0]
@@ -680,9 +736,11 @@ class Store:
         rows = self._read("SELECT created_at FROM adapters WHERE name = ?", (name,))
         return float(rows[0][0]) if rows else None
 
+    def adapter_names(self) -> list[str]:
+        return [str(r[0]) for r in self._read("SELECT name FROM adapters ORDER BY name")]
+
     def adapters(self) -> list[AdapterRecord]:
-        names = [r[0] for r in self._read("SELECT name FROM adapters ORDER BY name")]
-        return [self.adapter(name) for name in names]
+        return [self.adapter(name) for name in self.adapter_names()]
 
     # -- collections and maps -----------------------------------------------------------------
 

@@ -8,6 +8,7 @@ any index's, so a second run on the same folder embeds only what changed."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -18,6 +19,7 @@ from semsearch.errors import EvaluationError
 from semsearch.evaluate import Scores, evaluate
 from semsearch.features import LayerSweep
 from semsearch.featureset import FeatureSet
+from semsearch.images import folder_class, scan_images
 from semsearch.indexing import IndexReport, Progress, index_folder
 from semsearch.models.network import LayerInfo, find_layer
 from semsearch.models.runtime import load_backbone
@@ -27,6 +29,7 @@ from semsearch.store import SweepRecord, SweepRow
 
 AUTO = "auto"
 AUTO_COUNT = 8
+_SWEEP_BATCH = 8
 
 
 def _is_conv(layer: LayerInfo) -> bool:
@@ -37,26 +40,34 @@ def _is_conv(layer: LayerInfo) -> bool:
 SweepProgress = Callable[[str, int, int], None]
 
 
-def auto_layers(table: Sequence[LayerInfo], count: int = AUTO_COUNT) -> list[str]:
-    """Gives `count` convolutional layers with trainable weights spread evenly over the
-    network's depth, first and last included (all of them if there are fewer)."""
+def auto_layers(table: Sequence[LayerInfo], count: int = AUTO_COUNT,
+                feature_layer: str | None = None) -> list[str]:
+    """Gives `count` layers in network order: convolutional layers with trainable weights
+    spread evenly over the depth, first and last included, and the model's feature layer
+    (its default for search) when it has a spatial map, so the sweep always shows the
+    layer search uses next to raw convolution outputs."""
     convs = [layer for layer in table if _is_conv(layer) and layer.params > 0 and layer.height]
-    if not convs:
+    extra = [layer for layer in table if layer.name == feature_layer and layer.height
+             and layer not in convs]
+    wanted = count - len(extra)
+    if not convs and not extra:
         raise EvaluationError("the model has no convolutional layers with weights; "
                               "name layers with --layers")
-    if len(convs) <= count:
-        return [layer.name for layer in convs]
-    picks = np.unique(np.round(np.linspace(0, len(convs) - 1, count)).astype(int))
-    return [convs[i].name for i in picks]
+    if len(convs) > wanted:
+        picks = np.unique(np.round(np.linspace(0, len(convs) - 1, wanted)).astype(int))
+        convs = [convs[i] for i in picks]
+    chosen = {layer.name for layer in convs + extra}
+    return [layer.name for layer in table if layer.name in chosen]
 
 
-def choose_layers(table: Sequence[LayerInfo], requested: Sequence[str], model: str) -> list[str]:
+def choose_layers(table: Sequence[LayerInfo], requested: Sequence[str], model: str,
+                  feature_layer: str | None = None) -> list[str]:
     """Gives the layers to sweep, in network order: `auto` expands to `auto_layers`, other
-    names must be layers of the model."""
+    names must be layers of the model with a spatial map."""
     names: set[str] = set()
     for item in requested:
         if item == AUTO:
-            names.update(auto_layers(table))
+            names.update(auto_layers(table, feature_layer=feature_layer))
         else:
             layer = find_layer(table, item, model)
             if not layer.height:
@@ -100,7 +111,28 @@ class SweepResult:
     layers: dict[str, list[str]]  # per model, in network order
     rows: list[ConfigScore]  # best first, by weighted precision at 15, then mAP
     reports: list[IndexReport]
+    unlabeled: int  # images directly in the folder, in no class, left out
     seconds: float
+
+
+def labeled_files(root: str) -> tuple[str, dict[str, str]]:
+    """Gives the folder's real path and, for each image file in a class sub-folder, its
+    class; raises EvaluationError unless the folder has two classes or more."""
+    root_path = os.path.realpath(root)
+    if not os.path.exists(root_path):
+        raise EvaluationError(f"{root_path}: no such file or folder")
+    if not os.path.isdir(root_path):
+        raise EvaluationError(f"{root_path} is not a folder; give a folder with one "
+                              "sub-folder of images per class")
+    scan = scan_images(root_path)
+    labels = {f.path: label for f in scan.files
+              if (label := folder_class(root_path, f.path)) is not None}
+    classes = len(set(labels.values()))
+    if classes < 2:
+        raise EvaluationError(
+            f"{root_path} has image files in {classes} class folder(s); comparing needs at "
+            "least two (one sub-folder of images per class)")
+    return root_path, labels
 
 
 def run_sweep(
@@ -115,8 +147,8 @@ def run_sweep(
     progress: SweepProgress | None = None,
 ) -> SweepResult:
     """Embeds a labeled folder with every model (all layers in one pass per image, cached in
-    the catalogue), scores every model x layer x pooling x metric, stores and gives the
-    ranked results."""
+    the catalogue), scores every model x layer x pooling x metric on the images that every
+    configuration has a vector for, stores and gives the ranked results."""
     from semsearch.models.summary import layers as layer_table
 
     started = time.perf_counter()
@@ -131,12 +163,13 @@ def run_sweep(
         raise EvaluationError("name at least one pooling and one metric")
     if k < 1:
         raise EvaluationError(f"k must be at least 1, not {k}")
+    root_path, labels_by_path = labeled_files(root)
 
     plans: list[tuple[str, list[LayerInfo], list[str]]] = []
     for model in dict.fromkeys(models):
-        session.spec(model)  # an unknown model fails here, before any work
+        spec = session.spec(model)  # an unknown model fails here, before any work
         table = layer_table(session.registry, model, session.config.onnx_input())
-        plans.append((model, table, choose_layers(table, layers, model)))
+        plans.append((model, table, choose_layers(table, layers, model, spec.default_layer)))
 
     reports = []
     config = session.config
@@ -147,29 +180,39 @@ def run_sweep(
         sweep = LayerSweep(spec, [FeatureSet(model, name, p) for name in names for p in pools],
                            backbone, flat_max_dims=config.flat_max_dims,
                            max_pixels=config.max_pixels)
+        # Early layers' maps are large and all of them are held per batch: keep it small.
         reports.append(index_folder(
-            session.store, sweep, root, batch_size=config.batch_size, workers=config.workers,
-            progress=_stage(progress, f"embedding {model}")))
-    root_path = reports[0].root
-
-    images = session.store.images_under(root_path)
-    labels_by_id = {record.id: record.label for record in images.values()}
-    classes = len(set(labels_by_id.values()))
-    if len(images) < 2 or classes < 2:
-        raise EvaluationError(
-            f"{root_path} holds {len(images)} readable image(s) in {classes} class folder(s); "
-            "comparing needs at least two classes (one folder per class)")
+            session.store, sweep, root_path, batch_size=min(config.batch_size, _SWEEP_BATCH),
+            workers=config.workers, progress=_stage(progress, f"embedding {model}")))
 
     jobs = [(model, table, name, p) for model, table, names in plans
             for name in names for p in pools]
+    records = {}
+    for model, _, name, p in jobs:
+        fs = FeatureSet(model, name, p)
+        records[fs] = session.store.feature_set(fs, session.input_key(fs))
+    images = session.store.images_under(root_path)
+    labels_by_id = {r.id: labels_by_path[r.path] for r in images.values()
+                    if r.path in labels_by_path}
+    # Every configuration is scored on the same images: those all of them have a vector for.
+    common = set(labels_by_id)
+    for record in records.values():
+        common &= session.store.image_ids_with_vectors(record.id)
+    classes = len({labels_by_id[i] for i in common})
+    if len(common) < 2 or classes < 2:
+        raise EvaluationError(
+            f"only {len(common)} image(s) in {classes} class(es) of {root_path} could be "
+            "embedded; comparing needs images in at least two classes")
+    wanted = np.array(sorted(common), dtype=np.int64)
+
     rows: list[ConfigScore] = []
     stored: list[SweepRow] = []
     total = len(jobs) * len(chosen_metrics)
     for model, table, name, p in jobs:
         fs = FeatureSet(model, name, p)
-        record = session.store.feature_set(fs, session.input_key(fs))
-        ids, vectors = session.store.vectors(record.id)
-        keep = np.isin(ids, np.fromiter(labels_by_id, np.int64))
+        record = records[fs]
+        ids, vectors = session.store.vectors_under(record.id, root_path)
+        keep = np.isin(ids, wanted)
         ids, vectors = ids[keep], vectors[keep]
         labels = [labels_by_id[int(i)] for i in ids]
         depth = next(i for i, layer in enumerate(table) if layer.name == name)
@@ -188,9 +231,10 @@ def run_sweep(
     rows.sort(key=lambda r: (-r.overall.weighted_p15, -r.overall.map, r.model, r.depth,
                              r.pooling, r.metric))
     layer_names = {model: names for model, _, names in plans}
+    unlabeled = sum(1 for r in images.values() if r.path not in labels_by_path)
     settings = {"models": list(layer_names), "layers": layer_names, "poolings": pools,
                 "metrics": [str(m) for m in chosen_metrics], "k": k,
-                "images": len(images), "classes": classes}
+                "images": len(wanted), "classes": classes}
     saved = session.store.save_sweep(root_path, json.dumps(settings), stored)
-    return SweepResult(saved, root_path, len(images), classes, k, layer_names, rows, reports,
-                       time.perf_counter() - started)
+    return SweepResult(saved, root_path, len(wanted), classes, k, layer_names, rows, reports,
+                       unlabeled, time.perf_counter() - started)

@@ -181,6 +181,26 @@ class IndexCatalog:
                  time.perf_counter() - started)
         return LoadedIndex(index, manifest, calib, base)
 
+    def remove_orphans(self) -> int:
+        """Deletes index files whose feature set is no longer in the catalogue (an adapter's
+        old weights, say); gives how many indexes went."""
+        if not self.folder.is_dir():
+            return 0
+        known = {(r.name, r.preprocessing) for r in self.store.feature_sets()}
+        removed = 0
+        for path in self.folder.glob("*.json"):
+            manifest = self._read_manifest(path)
+            if manifest is None or manifest.get("catalogue_id") != self.store.catalogue_id:
+                continue
+            if (manifest.get("feature_set"), manifest.get("preprocessing")) in known:
+                continue
+            for name in (manifest.get("file"), manifest.get("base_file")):
+                if name:
+                    (self.folder / str(name)).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
     def status(self, record: FeatureSetRecord) -> list[IndexStatus]:
         """Gives the saved indexes of a feature set and whether each is fresh."""
         found = []

@@ -27,7 +27,9 @@ def test_split_holds_out_a_fraction_of_every_class() -> None:
     held = split_per_class(paths, labels, 0.3)
     counts = {c: int(sum(h for h, label in zip(held, labels, strict=True) if label == c))
               for c in "abcd"}
-    assert counts == {"a": 3, "b": 1, "c": 1, "d": 0}  # at least one, never all
+    # At least two where a class has four or more (a held-out query needs a match), at
+    # least one otherwise, never all.
+    assert counts == {"a": 3, "b": 2, "c": 1, "d": 0}
     # The same files in another order give the same split; another seed another one.
     order = np.random.default_rng(1).permutation(len(paths))
     shuffled = split_per_class([paths[i] for i in order], [labels[i] for i in order], 0.3)
@@ -35,6 +37,11 @@ def test_split_holds_out_a_fraction_of_every_class() -> None:
         p for p, h in zip(paths, held, strict=True) if h}
     assert not split_per_class(paths, labels, 0.0).any()
     assert (split_per_class(paths, labels, 0.3, seed=5) != held).any()
+    # Copies of one image (same content) land on the same side.
+    contents = [f"sha{i // 2}" for i in range(len(paths))]  # pairs of copies
+    for seed in range(20):
+        split = split_per_class(paths, labels, 0.3, seed=seed, contents=contents)
+        assert all(split[i] == split[i ^ 1] for i in range(16) if labels[i] == labels[i ^ 1])
 
 
 @pytest.fixture
@@ -123,7 +130,7 @@ def test_retraining_replaces_the_old_adapters_vectors(tiny_session: Session,
 def test_adapt_refuses_what_it_cannot_learn(tiny_session: Session, labeled: Path,
                                             tmp_path: Path) -> None:
     one = labeled_folder(tmp_path / "one", 3, classes=1)
-    with pytest.raises(EvaluationError, match="at least two classes"):
+    with pytest.raises(EvaluationError, match="in 1 class folder.*at least two"):
         adapt(tiny_session, str(one), "x", settings=FAST)
     with pytest.raises(EvaluationError, match="from 0 to 0.9"):
         adapt(tiny_session, str(labeled), "x", heldout=1.0, settings=FAST)
@@ -132,6 +139,9 @@ def test_adapt_refuses_what_it_cannot_learn(tiny_session: Session, labeled: Path
     assert tiny_session.store.adapters() == []
     result = adapt(tiny_session, str(labeled), "all", heldout=0.0, settings=FAST)
     assert result.before is None and result.trained_on == 18
+    small = labeled_folder(tmp_path / "small", 12, classes=3)  # 4 per class: 2 held out
+    result = adapt(tiny_session, str(small), "small", settings=FAST)
+    assert result.heldout == result.measured == 6 and result.before is not None
 
 
 def test_feature_set_names_with_adapters_round_trip() -> None:

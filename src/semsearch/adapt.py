@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -25,28 +26,35 @@ from semsearch.featureset import FeatureSet, check_adapter_name
 from semsearch.indexing import IndexReport, Progress, index_folder
 from semsearch.session import Session
 from semsearch.store import AdaptedVectors, AdapterRecord, weights_digest
+from semsearch.sweep import labeled_files
 
 Vectors = npt.NDArray[np.float32]
 
 
-def split_per_class(paths: list[str], labels: list[str], heldout: float,
-                    seed: int = 0) -> npt.NDArray[np.bool_]:
-    """Gives a mask of the held-out images: in each class with two images or more, the
-    fraction `heldout` of them (at least one, never all), drawn reproducibly by seed."""
+def split_per_class(paths: list[str], labels: list[str], heldout: float, seed: int = 0,
+                    contents: list[str] | None = None) -> npt.NDArray[np.bool_]:
+    """Gives a mask of the held-out images, drawn reproducibly by seed: in each class, the
+    fraction `heldout` of its distinct images (by `contents`, e.g. content hashes, so copies
+    of one image never fall on both sides); at least two where the class has four or more,
+    so a held-out query has a held-out match, and never fewer than two left to train on."""
     rng = np.random.default_rng(seed)
     held = np.zeros(len(paths), dtype=bool)
     if heldout <= 0:
         return held
-    order = np.argsort(np.asarray(paths))
-    by_class: dict[str, list[int]] = {}
-    for i in order:
-        by_class.setdefault(labels[i], []).append(int(i))
-    for label in sorted(by_class):
-        members = np.asarray(by_class[label])
-        if len(members) < 2:
+    keys = contents if contents is not None else paths
+    units: dict[str, dict[str, list[int]]] = {}
+    for i in np.argsort(np.asarray(paths)):
+        units.setdefault(labels[i], {}).setdefault(keys[i], []).append(int(i))
+    for label in sorted(units):
+        groups = list(units[label].values())
+        n = len(groups)
+        if n < 2:
             continue
-        count = min(len(members) - 1, max(1, round(len(members) * heldout)))
-        held[rng.permutation(members)[:count]] = True
+        count = round(n * heldout)
+        count = max(count, 2 if n >= 4 else 1)
+        count = min(count, n - 2 if n >= 4 else n - 1)
+        for g in rng.permutation(n)[:count]:
+            held[groups[g]] = True
     return held
 
 
@@ -66,19 +74,19 @@ def train_projection(vectors: Vectors, classes: npt.NDArray[np.int64],
     """Gives a (dim_in x dim) projection learned from labeled vectors, and the last loss."""
     import torch
 
-    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
     x = torch.from_numpy(l2_normalize(vectors))
     y = torch.from_numpy(np.asarray(classes, dtype=np.int64))
     n, dim_in = x.shape
     dim = min(settings.dim, dim_in)
     weights = torch.nn.Parameter(torch.empty(dim_in, dim))
-    torch.nn.init.orthogonal_(weights)
-    proxies = torch.nn.Parameter(torch.randn(int(y.max()) + 1, dim))
+    with torch.no_grad():
+        torch.nn.init.orthogonal_(weights, generator=generator)
+    proxies = torch.nn.Parameter(torch.randn(int(y.max()) + 1, dim, generator=generator))
     optimizer = torch.optim.AdamW([weights, proxies], lr=settings.lr,
                                   weight_decay=settings.weight_decay)
     batch = min(n, settings.batch)
     steps_per_epoch = math.ceil(n / batch)
-    generator = torch.Generator().manual_seed(settings.seed)
     loss = torch.tensor(0.0)
     for _ in range(settings.epochs):
         order = (torch.randperm(n, generator=generator) if steps_per_epoch > 1
@@ -104,6 +112,7 @@ class AdaptResult:
     heldout: int
     before: Scores | None  # retrieval among held-out images, base vectors
     after: Scores | None  # the same, adapted vectors
+    measured: int  # held-out images the scores are over (classes with two held out or more)
     final_loss: float
     train_seconds: float
     report: IndexReport
@@ -121,36 +130,41 @@ def adapt(session: Session, root: str, name: str, *, heldout: float = 0.3,
         raise EvaluationError(f"the held-out fraction must be from 0 to 0.9, not {heldout}")
     if settings.dim < 2 or settings.epochs < 1:
         raise EvaluationError("the projection needs at least 2 dimensions and 1 epoch")
+    root_path, labels_by_path = labeled_files(root)  # refused before any embedding
     base = session.plain_feature_set()
     extractor = session.extractor(base)
     config = session.config
-    report = index_folder(session.store, extractor, root, batch_size=config.batch_size,
+    report = index_folder(session.store, extractor, root_path, batch_size=config.batch_size,
                           workers=config.workers, progress=progress)
     record = session.store.feature_set(base, extractor.preprocessing)
-    images = session.store.images_under(report.root)
-    ids, vectors = session.store.vectors(record.id)
-    keep = np.isin(ids, np.fromiter((r.id for r in images.values()), np.int64))
+    by_id = {r.id: r for r in session.store.images_under(root_path).values()
+             if r.path in labels_by_path}
+    ids, vectors = session.store.vectors_under(record.id, root_path)
+    keep = np.isin(ids, np.fromiter(by_id, np.int64))
     ids, vectors = ids[keep], vectors[keep]
-    by_id = {r.id: r for r in images.values()}
     paths = [by_id[int(i)].path for i in ids]
-    labels = [by_id[int(i)].label for i in ids]
+    labels = [labels_by_path[path] for path in paths]
     names, classes = np.unique(np.asarray(labels), return_inverse=True)
     if len(names) < 2:
-        raise EvaluationError(f"{report.root} holds {len(ids)} readable image(s) in "
-                              f"{len(names)} class folder(s); adapting needs at least two "
-                              "classes (one folder per class)")
-
-    held = split_per_class(paths, labels, heldout, settings.seed)
+        raise EvaluationError(f"only {len(ids)} image(s) in {len(names)} class(es) of "
+                              f"{root_path} could be embedded; adapting needs two classes")
+    shas = [by_id[int(i)].sha256 for i in ids]
+    held = split_per_class(paths, labels, heldout, settings.seed, contents=shas)
     train = ~held
     started = time.perf_counter()
     weights, loss = train_projection(vectors[train], classes[train], settings)
     seconds = time.perf_counter() - started
+    # Measured on held-out images of classes with two or more held out: a query alone in
+    # its class has nothing to find.
+    held_counts = Counter(label for label, h in zip(labels, held, strict=True) if h)
+    measured = held & np.array([held_counts[label] >= 2 for label in labels], dtype=bool)
     before = after = None
-    if held.sum() >= 2 and len(set(np.asarray(labels)[held])) >= 2:
+    if len({label for label, m in zip(labels, measured, strict=True) if m}) >= 2:
         metric = session.metric("cosine")
-        held_labels = [label for label, h in zip(labels, held, strict=True) if h]
-        before = evaluate(l2_normalize(vectors[held]), held_labels, metric, config.k).overall
-        after = evaluate(project(vectors[held], weights), held_labels, metric,
+        measured_labels = [label for label, m in zip(labels, measured, strict=True) if m]
+        before = evaluate(l2_normalize(vectors[measured]), measured_labels, metric,
+                          config.k).overall
+        after = evaluate(project(vectors[measured], weights), measured_labels, metric,
                          config.k).overall
 
     info = {"root": report.root, "classes": names.tolist(), "trained_on": int(train.sum()),
@@ -165,4 +179,5 @@ def adapt(session: Session, root: str, name: str, *, heldout: float = 0.3,
         AdaptedVectors(adapted, preprocessing, ids, project(vectors, weights)))
     session.catalog.remove_orphans()
     return AdaptResult(saved, adapted, report.root, len(names), int(train.sum()),
-                       int(held.sum()), before, after, loss, seconds, report)
+                       int(held.sum()), before, after, int(measured.sum()) if before else 0,
+                       loss, seconds, report)

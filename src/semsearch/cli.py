@@ -316,6 +316,7 @@ def cmd_adapt(args: argparse.Namespace, config: Config) -> int:
             "adapter": result.adapter.name, "feature_set": str(result.feature_set),
             "base": str(result.adapter.base), "root": result.root, "classes": result.classes,
             "trained_on": result.trained_on, "heldout": result.heldout,
+            "measured": result.measured,
             "before": asdict(result.before) if result.before else None,
             "after": asdict(result.after) if result.after else None,
             "final_loss": result.final_loss, "train_seconds": result.train_seconds,
@@ -330,7 +331,8 @@ def cmd_adapt(args: argparse.Namespace, config: Config) -> int:
         print(f"  skipped {item.path}: {item.reason}")
     if result.before and result.after:
         b, a = result.before, result.after
-        print(f"  held-out retrieval (cosine, among the {result.heldout} held-out images):")
+        print(f"  held-out retrieval (cosine, among {result.measured} held-out images of "
+              "classes with two or more held out):")
         print(f"    {'':8} {'wP@15':>7} {f'P@{config.k}':>7} {'mAP':>7} {'NN acc':>7}")
         for label, s in (("before", b), ("after", a)):
             print(f"    {label:8} {s.weighted_p15:7.2f} {s.precision_at_k:7.3f} {s.map:7.3f} "
@@ -338,6 +340,9 @@ def cmd_adapt(args: argparse.Namespace, config: Config) -> int:
         print(f"    gain     {a.weighted_p15 - b.weighted_p15:+7.2f} "
               f"{a.precision_at_k - b.precision_at_k:+7.3f} {a.map - b.map:+7.3f} "
               f"{a.nn_accuracy - b.nn_accuracy:+7.3f}")
+    elif result.heldout:
+        print("  not measured: too few images held out per class (two per class are needed "
+              "in two classes or more)")
     else:
         print("  not measured: nothing was held out")
     print(f"use it: semsearch search IMAGE --adapter {result.adapter.name}  "

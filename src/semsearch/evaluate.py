@@ -22,8 +22,10 @@ _WEIGHTED_MAX = WEIGHTED_DEPTH * (WEIGHTED_DEPTH + 1) // 2
 Relevance = npt.NDArray[np.bool_]
 
 
-# Queries are ranked this many at a time, so a large gallery needs chunk x n memory, not n x n.
+# Queries are ranked at most this many at a time, and at most _CELLS rankings entries at a
+# time, so a large gallery needs bounded memory, not n x n.
 _CHUNK = 1024
+_CELLS = 8_000_000
 
 
 def _ranked_chunks(vectors: npt.NDArray[np.float32], metric: Metric
@@ -31,8 +33,9 @@ def _ranked_chunks(vectors: npt.NDArray[np.float32], metric: Metric
     """Gives (query rows, their rankings of all other vectors), a chunk of queries at a time."""
     n = len(vectors)
     index = ExactIndex.build(vectors, np.arange(n, dtype=np.int64), metric)
-    for start in range(0, n, _CHUNK):
-        rows = np.arange(start, min(n, start + _CHUNK))
+    step = max(1, min(_CHUNK, _CELLS // n))
+    for start in range(0, n, step):
+        rows = np.arange(start, min(n, start + step))
         _, found = index.search(vectors[rows], n)
         # Drop each query itself by identity, not by position: duplicates tie at distance 0.
         keep = found != rows[:, None]

@@ -130,8 +130,8 @@ def labeled_files(root: str) -> tuple[str, dict[str, str]]:
     classes = len(set(labels.values()))
     if classes < 2:
         raise EvaluationError(
-            f"{root_path} has image files in {classes} class folder(s); comparing needs at "
-            "least two (one sub-folder of images per class)")
+            f"{root_path} has image files in {classes} class folder(s); at least two are "
+            "needed (one sub-folder of images per class)")
     return root_path, labels
 
 

@@ -1,0 +1,208 @@
+"""The web page in a real browser (Debian's chromium driven by Playwright) against a real
+server on loopback: each view loads, its controls work, and errors show in the page.
+Screenshots go to test-artifacts/ at the repository root."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import ROOT, labeled_folder, make_image
+
+from semsearch.session import Session
+from semsearch.sweep import run_sweep
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason="Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[str]:
+    import uvicorn
+
+    from semsearch.config import resolve
+    from semsearch.web.app import create_app
+    from tests.conftest import TINY, TINY2
+    from semsearch.models.registry import default_registry
+
+    tmp = tmp_path_factory.mktemp("browser")
+    registry = default_registry()
+    registry.register(TINY)
+    registry.register(TINY2)
+    config = resolve({"db": str(tmp / "web.db"), "cache_dir": str(cache_dir), "model": "tiny",
+                      "expand_k": 0, "batch_size": 8}, env={})
+    session = Session(config, registry=registry)
+    root = labeled_folder(tmp / "photos", 24, classes=3)
+    session.index(str(root))
+    run_sweep(session, str(root), models=["tiny"], layers=["block", "head", "head_act"],
+              poolings=["avg", "gem"], metrics=["cosine", "euclidean"])
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(config, session=session),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+    session.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--no-sandbox", "--disable-background-networking"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: str) -> Iterator[Any]:
+    # Playwright evaluates its waits as strings; the page's CSP (tested in test_web_api)
+    # would refuse them.
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, bypass_csp=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server)
+    yield page
+    context.close()
+    assert not errors, f"script errors in the page: {errors}"
+
+
+def _shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def test_search_view_starts_on_the_first_image_and_follows_the_controls(page: Any) -> None:
+    results = page.locator("#results .result")
+    results.first.wait_for()
+    assert results.count() == 15
+    selected = page.locator("#gallery .thumb.selected")
+    assert selected.count() == 1
+    assert selected.get_attribute("data-id") == page.locator("#gallery .thumb").first.get_attribute("data-id")
+    info = page.locator("#query")
+    assert "weighted score" in info.inner_text() and "class: class0" in info.inner_text()
+    assert page.locator("#results .marker.same").count() >= 1
+    bar = page.locator("#results .result .bar .fill").first.evaluate("e => e.style.width")
+    assert bar.endswith("%") and 0 < float(bar[:-1]) <= 100
+    _shot(page, "search")
+
+    first_title = page.locator("#query .query-title").inner_text()
+    page.locator("#gallery").focus()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function(
+        f"document.querySelector('#query .query-title').textContent !== {first_title!r}")
+    second = page.locator("#gallery .thumb").nth(1).get_attribute("data-id")
+    assert page.locator("#gallery .thumb.selected").get_attribute("data-id") == second
+
+    page.select_option("#metric", "euclidean")
+    page.wait_for_function("document.querySelector('#query').textContent.includes('euclidean')")
+    page.select_option("#layer", "block")
+    page.wait_for_function("document.querySelector('#query').textContent.includes('tiny@block/')")
+    assert page.locator("#results .result").count() == 15
+
+    page.check("#advanced-toggle")
+    page.fill("#k", "5")
+    page.locator("#k").dispatch_event("change")
+    page.wait_for_function("document.querySelectorAll('#results .result').length === 5")
+    _shot(page, "search-advanced")
+
+
+def test_compare_view_shows_layer_charts_and_the_leaderboard(page: Any) -> None:
+    page.locator("#results .result").first.wait_for()
+    page.click("#tabs button[data-view=compare]")
+    page.locator("#charts svg.chart").first.wait_for()
+    assert page.locator("#charts svg.chart").count() == 1
+    assert page.locator("#charts .dot.best").count() == 1
+    assert "best:" in page.locator("#charts figcaption").inner_text()
+    rows = page.locator("#leaderboard tbody tr")
+    assert rows.count() == 3 * 2 * 2
+    assert page.locator("#charts .line-own").count() == 1  # the selected image's own scores
+    _shot(page, "compare")
+    rows.first.click()  # a leaderboard row switches the feature set
+    model_layer = page.locator("#layer").input_value()
+    assert model_layer == rows.first.locator("td").nth(2).inner_text()
+
+
+def test_map_view_hovers_and_clicks_through_to_search(page: Any, server: str) -> None:
+    page.locator("#results .result").first.wait_for()
+    page.click("#tabs button[data-view=map]")
+    page.wait_for_function("document.querySelector('#map-title').textContent.includes('24 images')",
+                           timeout=120_000)
+    assert page.locator("#map-legend li").count() == 3
+    made = page.evaluate("fetch('/api/collections/1/map').then(r => r.json())")
+    box = page.locator("#map-canvas").bounding_box()
+    i = 5
+    x = box["x"] + (20 + made["x"][i] * 860) * box["width"] / 900
+    y = box["y"] + (20 + (1 - made["y"][i]) * 560) * box["height"] / 600
+    page.mouse.move(x, y)
+    tip = page.locator("#map-tip")
+    tip.wait_for(state="visible")
+    assert tip.inner_text().strip().startswith("class")
+    hovered = int(tip.get_attribute("data-id"))
+    _shot(page, "map")
+    page.mouse.wheel(0, -300)  # zoom in: the page stays responsive
+    page.click("#map-next-layer")
+    page.wait_for_function("!document.querySelector('#map-title').textContent.includes('computing')",
+                           timeout=120_000)
+    assert "tiny@" in page.locator("#map-title").inner_text()
+    page.click("#map-reset")
+    made = page.evaluate(
+        "fetch('/api/collections/1/map?feature_set=' + encodeURIComponent("
+        "document.querySelector('#map-title').textContent.split(':')[0])).then(r => r.json())")
+    j = made["ids"].index(hovered) if hovered in made["ids"] else 0
+    x = box["x"] + (20 + made["x"][j] * 860) * box["width"] / 900
+    y = box["y"] + (20 + (1 - made["y"][j]) * 560) * box["height"] / 600
+    page.mouse.move(x, y)
+    tip.wait_for(state="visible")
+    clicked = int(tip.get_attribute("data-id"))
+    page.mouse.click(x, y)
+    page.locator("#view-search").wait_for(state="visible")
+    page.wait_for_function(
+        f"document.querySelector('#gallery .thumb.selected')?.dataset.id === '{clicked}'")
+
+
+def test_live_search_by_upload_and_a_refused_url(page: Any, tmp_path: Path) -> None:
+    page.locator("#results .result").first.wait_for()
+    page.click("#tabs button[data-view=live]")
+    photo = make_image(tmp_path / "mine.jpg", seed=77, size=(120, 90))
+    page.set_input_files("#file", str(photo))
+    page.locator("#live-results .result").first.wait_for()
+    assert page.locator("#live-results .result").count() == 15
+    text = page.locator("#live-query").inner_text()
+    assert "mine.jpg" in text and "embedding" in text and "ms" in text
+    _shot(page, "live-upload")
+    page.fill("#url", "http://169.254.169.254/latest/meta-data/")
+    page.click("#url-form button")
+    error = page.locator("#error")
+    error.wait_for(state="visible")
+    assert "refusing to fetch from 169.254.169.254" in error.inner_text()
+    _shot(page, "live-refused-url")
+    not_image = tmp_path / "fake.jpg"
+    not_image.write_text("<script>alert(1)</script>")
+    page.set_input_files("#file", str(not_image))
+    page.wait_for_function("document.querySelector('#error').textContent.includes('not an image')")

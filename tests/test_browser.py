@@ -9,7 +9,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +35,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[str]:
     import uvicorn
+    from tests.conftest import TINY, TINY2
 
     from semsearch.config import resolve
-    from semsearch.web.app import create_app
-    from tests.conftest import TINY, TINY2
     from semsearch.models.registry import default_registry
+    from semsearch.web.app import create_app
 
     tmp = tmp_path_factory.mktemp("browser")
     registry = default_registry()

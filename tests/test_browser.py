@@ -102,7 +102,8 @@ def test_search_view_starts_on_the_first_image_and_follows_the_controls(page: An
     assert results.count() == 15
     selected = page.locator("#gallery .thumb.selected")
     assert selected.count() == 1
-    assert selected.get_attribute("data-id") == page.locator("#gallery .thumb").first.get_attribute("data-id")
+    first = page.locator("#gallery .thumb").first
+    assert selected.get_attribute("data-id") == first.get_attribute("data-id")
     info = page.locator("#query")
     assert "weighted score" in info.inner_text() and "class: class0" in info.inner_text()
     assert page.locator("#results .marker.same").count() >= 1
@@ -150,8 +151,9 @@ def test_compare_view_shows_layer_charts_and_the_leaderboard(page: Any) -> None:
 def test_map_view_hovers_and_clicks_through_to_search(page: Any, server: str) -> None:
     page.locator("#results .result").first.wait_for()
     page.click("#tabs button[data-view=map]")
-    page.wait_for_function("document.querySelector('#map-title').textContent.includes('24 images')",
-                           timeout=120_000)
+    page.wait_for_function(
+        "document.querySelector('#map-title').textContent.includes('24 images')",
+        timeout=120_000)
     assert page.locator("#map-legend li").count() == 3
     made = page.evaluate("fetch('/api/collections/1/map').then(r => r.json())")
     box = page.locator("#map-canvas").bounding_box()
@@ -166,8 +168,9 @@ def test_map_view_hovers_and_clicks_through_to_search(page: Any, server: str) ->
     _shot(page, "map")
     page.mouse.wheel(0, -300)  # zoom in: the page stays responsive
     page.click("#map-next-layer")
-    page.wait_for_function("!document.querySelector('#map-title').textContent.includes('computing')",
-                           timeout=120_000)
+    page.wait_for_function(
+        "!document.querySelector('#map-title').textContent.includes('computing')",
+        timeout=120_000)
     assert "tiny@" in page.locator("#map-title").inner_text()
     page.click("#map-reset")
     made = page.evaluate(

@@ -85,16 +85,20 @@ def main() -> int:
     ap.add_argument("--model", default=None)
     ap.add_argument("--expand-k", default=None)
     ap.add_argument("--cache-dir", default=None, help="ONNX export cache to reuse")
+    ap.add_argument("--workdir", default=None,
+                    help="keep the collection and catalogue here and reuse them next time")
     args = ap.parse_args()
     import uvicorn
 
     from semsearch.web.app import create_app
 
-    with tempfile.TemporaryDirectory(prefix="semsearch-web-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="semsearch-web-") as scratch:
+        tmp = args.workdir or scratch
         folder = Path(tmp) / "collection"
-        started = time.perf_counter()
-        build_collection(folder, args.images)
-        print(f"wrote {args.images} JPEGs in {time.perf_counter() - started:.0f} s")
+        if not folder.is_dir():
+            started = time.perf_counter()
+            build_collection(folder, args.images)
+            print(f"wrote {args.images} JPEGs in {time.perf_counter() - started:.0f} s")
         values = {"db": str(Path(tmp) / "web.db"),
                   "cache_dir": args.cache_dir or str(Path(tmp) / "cache")}
         if args.model:

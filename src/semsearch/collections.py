@@ -12,6 +12,7 @@ import numpy as np
 from semsearch.errors import NotIndexedError
 from semsearch.evaluate import WEIGHTED_DEPTH, weighted_precision_at_15
 from semsearch.featureset import FeatureSet
+from semsearch.images import folder_class
 from semsearch.search import Hit, KnownImageQuery, Query
 from semsearch.session import Session
 from semsearch.store import FeatureSetRecord, ImageRecord, Store
@@ -22,39 +23,52 @@ class Collection:
     id: int
     root: str
     name: str
+
+    def label(self, path: str) -> str | None:
+        """Gives an image's class: its top sub-folder (None for a file directly in root)."""
+        return folder_class(self.root, path)
+
+
+@dataclass(frozen=True)
+class CollectionSummary:
+    collection: Collection
     images: int
-    labels: dict[str, int]  # class folder name -> image count
+    labels: dict[str, int]  # class -> image count ("" for images in no class folder)
 
     @property
     def labeled(self) -> bool:
         """Gives whether the images come in two classes or more (one folder per class)."""
-        return len(self.labels) >= 2
+        return len([label for label in self.labels if label]) >= 2
 
 
-def _collection(store: Store, cid: int, root: str) -> Collection:
-    images = store.images_under(root)
-    labels = Counter(record.label for record in images.values())
-    return Collection(cid, root, os.path.basename(root) or root, len(images),
-                      dict(sorted(labels.items())))
+def _collection(cid: int, root: str) -> Collection:
+    return Collection(cid, root, os.path.basename(root) or root)
 
 
 def list_collections(store: Store) -> list[Collection]:
-    """Gives every collection with its image count and labels, oldest first."""
-    return [_collection(store, cid, root) for cid, root in store.collections()]
+    """Gives every collection, oldest first."""
+    return [_collection(cid, root) for cid, root in store.collections()]
 
 
 def get_collection(store: Store, cid: int) -> Collection:
-    """Gives one collection, or raises NotIndexedError."""
-    for known, root in store.collections():
-        if known == cid:
-            return _collection(store, cid, root)
-    raise NotIndexedError(f"no collection with id {cid}")
+    """Gives one collection (a single indexed lookup), or raises NotIndexedError."""
+    root = store.collection_root(cid)
+    if root is None:
+        raise NotIndexedError(f"no collection with id {cid}")
+    return _collection(cid, root)
+
+
+def summarize(store: Store, collection: Collection) -> CollectionSummary:
+    """Gives the collection's image count and classes (reads every image record)."""
+    images = store.images_under(collection.root)
+    labels = Counter(collection.label(record.path) or "" for record in images.values())
+    return CollectionSummary(collection, len(images), dict(sorted(labels.items())))
 
 
 def collection_images(store: Store, collection: Collection) -> list[ImageRecord]:
     """Gives the collection's images ordered by class, then path."""
     return sorted(store.images_under(collection.root).values(),
-                  key=lambda record: (record.label, record.path))
+                  key=lambda record: (collection.label(record.path) or "", record.path))
 
 
 @dataclass(frozen=True)
@@ -73,15 +87,17 @@ def collection_feature_sets(store: Store, collection: Collection) -> list[Collec
 def default_feature_set(session: Session, collection: Collection) -> FeatureSetRecord:
     """Gives the feature set a view of the collection starts on: the configured default if
     the collection has its vectors, else the one with the most of them."""
+    default = session.feature_set()
+    try:
+        record = session.store.feature_set(default, session.input_key(default))
+    except NotIndexedError:
+        record = None
+    if record is not None and session.store.has_vectors_under(record.id, collection.root):
+        return record
     sets = collection_feature_sets(session.store, collection)
     if not sets:
         raise NotIndexedError(f"collection {collection.name} has no vectors yet; run "
                               f"`semsearch index {collection.root}`")
-    default = session.feature_set()
-    key = session.input_key(default)
-    for item in sets:
-        if item.record.feature_set == default and item.record.preprocessing == key:
-            return item.record
     return max(sets, key=lambda item: item.vectors).record
 
 
@@ -100,6 +116,7 @@ class CollectionHit:
     hit: Hit
     same_class: bool | None  # None when the collection has no classes or the query no label
     similarity: float  # percent: cosine similarity for cosine, else the calibrated score
+    label: str  # the hit's class in the collection ("" when in no class folder)
 
 
 @dataclass(frozen=True)
@@ -118,17 +135,18 @@ def search_collection(session: Session, collection: Collection, query: Query, *,
                       feature_set: str | None = None, metric: str | None = None,
                       k: int = 15) -> CollectionSearch:
     """Gives the query's nearest images within the collection, each marked same-class or
-    not, with the query's weighted precision at 15 when the collection is labeled and the
-    query is one of its images."""
+    not, with the query's weighted precision at 15, when the query is one of its images in a
+    class folder."""
     record = resolve_feature_set(session, collection, feature_set)
     chosen = session.metric(metric)
     result = session.search_service().search(
         query, feature_set=record, metric=chosen, k=max(k, WEIGHTED_DEPTH),
         expand_k=session.config.expand_k, within=collection.root)
     label = None
-    if isinstance(query, KnownImageQuery) and collection.labeled:
-        label = session.store.image(query.image_id).label
-    relevant = [hit.label == label for hit in result.hits] if label is not None else None
+    if isinstance(query, KnownImageQuery):
+        label = collection.label(session.store.image(query.image_id).path)
+    relevant = ([collection.label(hit.path) == label for hit in result.hits]
+                if label is not None else None)
     weighted = None
     if relevant is not None:
         weighted = float(weighted_precision_at_15(np.array([relevant[:WEIGHTED_DEPTH]]))[0])
@@ -136,7 +154,7 @@ def search_collection(session: Session, collection: Collection, query: Query, *,
     # every near-duplicate at 100%.
     hits = [CollectionHit(hit, relevant[i] if relevant is not None else None,
                           100 * max(0.0, 1 - hit.distance) if chosen.name == "cosine"
-                          else 100 * hit.score)
+                          else 100 * hit.score, collection.label(hit.path) or "")
             for i, hit in enumerate(result.hits[:k])]
     return CollectionSearch(result.query, label, result.feature_set, result.metric, hits,
                             weighted, result.embed_ms, result.search_ms)

@@ -752,6 +752,18 @@ class Store:
             return int(conn.execute("SELECT id FROM collections WHERE root = ?",
                                     (root,)).fetchone()[0])
 
+    def collection_root(self, cid: int) -> str | None:
+        rows = self._read("SELECT root FROM collections WHERE id = ?", (cid,))
+        return str(rows[0][0]) if rows else None
+
+    def has_vectors_under(self, fs_id: int, root: str) -> bool:
+        """Gives whether any image at or below root has the feature set's vector (cheap)."""
+        low, high = _prefix_bounds(root)
+        return bool(self._read(
+            "SELECT 1 FROM vectors v JOIN images i ON i.id = v.image_id"
+            " WHERE v.feature_set_id = ? AND (i.path = ? OR (i.path >= ? AND i.path < ?))"
+            " LIMIT 1", (fs_id, root.rstrip(os.sep), low, high)))
+
     def collections(self) -> list[tuple[int, str]]:
         """Gives (id, root) of every collection, oldest first."""
         return [(int(r[0]), str(r[1]))

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from semsearch.collections import (
     Collection,
     CollectionSearch,
+    CollectionSummary,
     collection_feature_sets,
     collection_images,
     default_feature_set,
@@ -28,6 +29,7 @@ from semsearch.collections import (
     list_collections,
     resolve_feature_set,
     search_collection,
+    summarize,
 )
 from semsearch.config import Config
 from semsearch.errors import (
@@ -115,14 +117,14 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
 
     @app.get("/api/collections", summary="Indexed folders, with image counts and labels")
     def collections() -> list[dict[str, Any]]:
-        return [_collection_json(c) for c in list_collections(sess.store)]
+        return [_collection_json(summarize(sess.store, c)) for c in list_collections(sess.store)]
 
     @app.get("/api/collections/{cid}", summary="One collection and its feature sets")
     def one_collection(cid: int) -> dict[str, Any]:
         c = collection(cid)
         sets = collection_feature_sets(sess.store, c)
         default = default_feature_set(sess, c).name if sets else None
-        return {**_collection_json(c), "default_feature_set": default,
+        return {**_collection_json(summarize(sess.store, c)), "default_feature_set": default,
                 "feature_sets": [{
                     "name": item.record.name, "model": item.record.feature_set.model,
                     "layer": item.record.feature_set.layer,
@@ -133,10 +135,11 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
     @app.get("/api/collections/{cid}/images", summary="A collection's images, by class")
     def images(cid: int, offset: int = Query(0, ge=0),
                limit: int = Query(1000, ge=1, le=20000)) -> dict[str, Any]:
-        records = collection_images(sess.store, collection(cid))
+        c = collection(cid)
+        records = collection_images(sess.store, c)
         return {"total": len(records), "offset": offset, "images": [
-            {"id": r.id, "label": r.label, "name": Path(r.path).name, "width": r.width,
-             "height": r.height} for r in records[offset:offset + limit]]}
+            {"id": r.id, "label": c.label(r.path) or "", "name": Path(r.path).name,
+             "width": r.width, "height": r.height} for r in records[offset:offset + limit]]}
 
     @app.get("/api/images/{image_id}", summary="One image's record")
     def image(image_id: int) -> dict[str, Any]:
@@ -262,7 +265,7 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
                 "ids": made.image_ids.tolist(),
                 "x": [round(float(v), 5) for v in made.coords[:, 0]],
                 "y": [round(float(v), 5) for v in made.coords[:, 1]],
-                "labels": [labels[int(i)].label for i in made.image_ids]}
+                "labels": [c.label(labels[int(i)].path) or "" for i in made.image_ids]}
 
     # -- the page -----------------------------------------------------------------------------
 
@@ -295,9 +298,10 @@ def _browser_type(path: str) -> str | None:
         raise BadImageError(path, f"cannot be read: {exc}") from None
 
 
-def _collection_json(c: Collection) -> dict[str, Any]:
-    return {"id": c.id, "name": c.name, "root": c.root, "images": c.images,
-            "labels": c.labels, "labeled": c.labeled}
+def _collection_json(summary: CollectionSummary) -> dict[str, Any]:
+    c = summary.collection
+    return {"id": c.id, "name": c.name, "root": c.root, "images": summary.images,
+            "labels": summary.labels, "labeled": summary.labeled}
 
 
 def _search_json(result: CollectionSearch) -> dict[str, Any]:
@@ -306,7 +310,7 @@ def _search_json(result: CollectionSearch) -> dict[str, Any]:
         "feature_set": result.feature_set, "metric": result.metric,
         "weighted_p15": result.weighted_p15,
         "embed_ms": round(result.embed_ms, 2), "search_ms": round(result.search_ms, 2),
-        "hits": [{"rank": h.hit.rank, "id": h.hit.image_id, "label": h.hit.label,
+        "hits": [{"rank": h.hit.rank, "id": h.hit.image_id, "label": h.label,
                   "name": Path(h.hit.path).name, "distance": h.hit.distance,
                   "similarity": round(h.similarity, 2), "score": h.hit.score,
                   "same_class": h.same_class}

@@ -10,7 +10,8 @@ import os
 import sqlite3
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from semsearch.featureset import FeatureSet
 from semsearch.images import check_name
 from semsearch.models.registry import ModelRegistry
 from semsearch.session import Session
+
+RENDER_STEPS = 128  # the default of RenderSettings, without importing it at start-up
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -128,6 +131,28 @@ def _parser() -> argparse.ArgumentParser:
     _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", "expand_k", "batch_size",
                       "workers", *_RUN_FLAGS))
     p.set_defaults(run=cmd_serve)
+
+    p = command("explore", help="what a model's channels respond to")
+    explore = p.add_subparsers(dest="explore_command", metavar="WHAT", required=True)
+    q = explore.add_parser("render", parents=[common],
+                           help="pre-render channel visualizations into the cache")
+    q.add_argument("--model", default="lite0", help="a registered model (default lite0)")
+    q.add_argument("--layers", default="auto",
+                   help="comma-separated layers, or auto: 8 spread over the depth")
+    q.add_argument("--channels", type=int, default=30,
+                   help="first N channels of each layer (default 30)")
+    q.add_argument("--steps", type=int, default=RENDER_STEPS,
+                   help=f"optimization steps per image (default {RENDER_STEPS})")
+    _add_settings(q, ("cache_dir", "threads"))
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(run=cmd_explore_render)
+    q = explore.add_parser("classes", parents=[common],
+                           help="the model's top-5 ImageNet classes of an image")
+    q.add_argument("image")
+    q.add_argument("--model", default="lite0")
+    _add_settings(q, ("cache_dir", "threads", "max_pixels"))
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(run=cmd_explore_classes)
 
     p = command("info", help="what is indexed, per feature set")
     _add_settings(p, ("db",))
@@ -371,6 +396,79 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         print(f"ConvNet Playground: http://127.0.0.1:{args.port}/  (API docs at /docs; "
               "Ctrl-C stops)")
         uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_explore_render(args: argparse.Namespace, config: Config) -> int:
+    from dataclasses import replace
+
+    from semsearch.explore.channels import channel_image
+    from semsearch.explore.visualize import RenderSettings
+    from semsearch.models.summary import layers as layer_table
+    from semsearch.sweep import choose_layers
+
+    if args.channels < 1 or args.steps < 1:
+        raise ConfigError("--channels and --steps must be at least 1")
+    settings = replace(RenderSettings(), steps=args.steps)
+    registry = _registry()
+    spec = registry.get(args.model)
+    table = layer_table(registry, args.model)
+    chosen = choose_layers(table, _names(args.layers, "--layers"), args.model, spec.default_layer)
+    by_name = {layer.name: layer for layer in table}
+    jobs = [(layer, c) for layer in chosen for c in range(min(args.channels,
+                                                               by_name[layer].channels))]
+    rendered = []
+    with _render_session(config, registry) as session:
+        bar = _Bar(not args.quiet, "rendering")
+        try:
+            for done, (layer, channel) in enumerate(jobs):
+                bar(done, len(jobs))
+                rendered.append((layer, channel, channel_image(session, args.model, layer,
+                                                               channel, settings)))
+            bar(len(jobs), len(jobs))
+        finally:
+            bar.close()
+    fresh = [item for _, _, item in rendered if not item.cached]
+    cpu = sum(item.cpu_seconds for item in fresh)
+    if args.json:
+        _print_json({"model": args.model, "layers": chosen, "images": len(rendered),
+                     "rendered": len(fresh),
+                     "cpu_seconds_per_image": cpu / len(fresh) if fresh else None,
+                     "files": [str(item.path) for _, _, item in rendered]})
+        return 0
+    print(f"{args.model}: {len(rendered)} channel images for {len(chosen)} layers "
+          f"({len(fresh)} rendered now, {len(rendered) - len(fresh)} from the cache)")
+    if fresh:
+        print(f"  {cpu / len(fresh):.1f} CPU seconds per image ({args.steps} steps, "
+              f"{settings.size} px)")
+    print(f"  in {rendered[0][2].path.parent.parent}")
+    return 0
+
+
+@contextmanager
+def _render_session(config: Config, registry: ModelRegistry) -> Iterator[Session]:
+    # These need no catalogue: a throwaway one leaves the user's untouched.
+    import tempfile
+
+    from semsearch.store import Store
+
+    with tempfile.TemporaryDirectory(prefix="semsearch-") as tmp, Session(
+            config, registry=registry, store=Store.open(Path(tmp) / "scratch.db")) as session:
+        yield session
+
+
+def cmd_explore_classes(args: argparse.Namespace, config: Config) -> int:
+    from semsearch.explore.why import top_classes
+
+    path = _path_argument(args.image)
+    registry = _registry()
+    with _render_session(config, registry) as session:
+        guesses = top_classes(session, args.model, path)
+    if args.json:
+        _print_json([asdict(g) for g in guesses])
+        return 0
+    for guess in guesses:
+        print(f"{guess.probability * 100:6.2f}%  {guess.name}  (class {guess.index})")
     return 0
 
 

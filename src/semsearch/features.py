@@ -49,8 +49,10 @@ class Extractor(Embedder, Protocol):
                     name: str | None = None) -> npt.NDArray[np.float32]: ...
 
 
-def _decode(spec: ModelSpec, max_pixels: int, source: str | bytes, name: str | None
+def decode_input(spec: ModelSpec, max_pixels: int, source: str | bytes, name: str | None = None
             ) -> tuple[npt.NDArray[np.uint8], tuple[int, int]]:
+    """Gives the model's input for an image (its preprocessed centre crop) and the image's
+    upright (width, height)."""
     prep = spec.preprocess
     opened = open_image(source, max_pixels=max_pixels, min_short_side=prep.resize_short,
                         name=name)
@@ -89,7 +91,7 @@ class FeatureExtractor:
         self, source: str | bytes, name: str | None = None
     ) -> tuple[npt.NDArray[np.uint8], tuple[int, int]]:
         """Gives the network input for an image and the image's upright (width, height)."""
-        return _decode(self.spec, self.max_pixels, source, name)
+        return decode_input(self.spec, self.max_pixels, source, name)
 
     def embed_sets(self, inputs: Sequence[npt.NDArray[np.uint8]]
                    ) -> list[npt.NDArray[np.float32]]:
@@ -176,7 +178,7 @@ class LayerSweep:
 
     def decode(self, source: str | bytes, name: str | None = None
                ) -> tuple[npt.NDArray[np.uint8], tuple[int, int]]:
-        return _decode(self.spec, self.max_pixels, source, name)
+        return decode_input(self.spec, self.max_pixels, source, name)
 
     def embed_sets(self, inputs: Sequence[npt.NDArray[np.uint8]]
                    ) -> list[npt.NDArray[np.float32]]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from semsearch.config import Config
 from semsearch.errors import FeatureSetError, NotIndexedError
@@ -24,7 +26,7 @@ from semsearch.index.exact import Metric
 from semsearch.indexing import IndexReport, Progress, index_folder
 from semsearch.models.onnx_file import is_onnx_name, onnx_spec
 from semsearch.models.registry import ModelRegistry, ModelSpec, default_registry, input_key
-from semsearch.models.runtime import load_backbone
+from semsearch.models.runtime import Backbone, load_backbone
 from semsearch.pooling import check_pooling
 from semsearch.search import SearchResult, SearchService
 from semsearch.store import AdapterRecord, FeatureSetRecord, Store
@@ -62,6 +64,8 @@ class Session:
         self._adapters: dict[str, AdapterRecord] = {}
         # A server's threads share the session: models load once.
         self._lock = threading.RLock()
+        self._backbones: dict[tuple[str, tuple[str, ...]], Backbone] = {}
+        self._networks: dict[str, tuple[Any, threading.Lock]] = {}
 
     def close(self) -> None:
         self.store.close()
@@ -132,6 +136,28 @@ class Session:
                     f"{self.config.flat_max_dims:,} (setting flat_max_dims)")
             self._extractors[key] = extractor
         return self._extractors[key]
+
+    def backbone(self, model: str, layers: Sequence[str]) -> Backbone:
+        """Gives a (cached) backbone of one model that yields the given layers in one pass."""
+        key = (model, tuple(layers))
+        with self._lock:
+            if key not in self._backbones:
+                self._backbones[key] = load_backbone(
+                    self.spec(model), list(layers), runtime=self.config.runtime,
+                    cache_dir=self.cache_dir, threads=self.config.threads)
+            return self._backbones[key]
+
+    def network(self, model: str) -> tuple[Any, threading.Lock]:
+        """Gives a registered model's torch network (built once) and the lock to hold while
+        using it in ways that change its state (hooks, gradients)."""
+        with self._lock:
+            if model not in self._networks:
+                spec = self.spec(model)
+                if spec.onnx_path is not None:
+                    raise FeatureSetError(f"{model} is an ONNX file; this needs a model with "
+                                          "torch weights (lite0, lite1, lite2)")
+                self._networks[model] = (spec.build(), threading.Lock())
+            return self._networks[model]
 
     def spec(self, name: str) -> ModelSpec:
         """Gives a registered model's spec, or that of a user's `onnx:PATH` model."""

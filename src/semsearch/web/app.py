@@ -8,7 +8,7 @@ import io
 import json
 import logging
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ from semsearch.errors import (
     UnknownMetricError,
     UnknownModelError,
 )
+from semsearch.explore.visualize import RenderSettings
+from semsearch.featureset import FeatureSet
 from semsearch.index.exact import METRICS
 from semsearch.models.registry import ModelRegistry
 from semsearch.pooling import POOLINGS
@@ -266,6 +268,74 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
                 "x": [round(float(v), 5) for v in made.coords[:, 0]],
                 "y": [round(float(v), 5) for v in made.coords[:, 1]],
                 "labels": [c.label(labels[int(i)].path) or "" for i in made.image_ids]}
+
+    # -- model explorer -----------------------------------------------------------------------
+
+    @app.get("/api/models/{name}/layers/{layer}/channels/{channel}/image",
+             summary="An image optimized to excite the channel (rendered once, then cached)",
+             response_class=Response)
+    def channel_picture(name: str, layer: str, channel: int,
+                        steps: int = Query(RenderSettings.steps, ge=1, le=2048),
+                        render: bool = True) -> Response:
+        from semsearch.explore.channels import channel_image
+
+        made = channel_image(sess, name, layer, channel, replace(RenderSettings(), steps=steps),
+                             render=render)
+        return Response(made.path.read_bytes(), media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=86400",
+                                 "X-Render-CPU-Seconds": f"{made.cpu_seconds:.2f}",
+                                 "X-Channel-Activation": f"{made.activation:.4g}"})
+
+    @app.get("/api/collections/{cid}/top", summary="The collection's images that excite a "
+             "channel most")
+    def top(cid: int, model: str, layer: str, channel: int,
+            k: int = Query(9, ge=1, le=100)) -> list[dict[str, Any]]:
+        from semsearch.explore.channels import top_activating
+
+        c = collection(cid)
+        return [{"id": t.image.id, "label": c.label(t.image.path) or "",
+                 "name": Path(t.image.path).name, "activation": t.activation}
+                for t in top_activating(sess, c, model, layer, channel, k)]
+
+    @app.get("/api/images/{image_id}/activation", summary="Where a channel fires in an image",
+             response_class=Response)
+    def activation(image_id: int, model: str, layer: str, channel: int) -> Response:
+        from semsearch.explore.channels import activation_overlay
+
+        record = sess.store.image(image_id)
+        return Response(activation_overlay(sess, record.path, model, layer, channel),
+                        media_type="image/png")
+
+    @app.get("/api/images/{image_id}/classes", summary="The model's top-5 ImageNet classes")
+    def classes(image_id: int, model: str = "lite0") -> list[dict[str, Any]]:
+        from semsearch.explore.why import top_classes
+
+        record = sess.store.image(image_id)
+        return [asdict(guess) for guess in top_classes(sess, model, record.path)]
+
+    @app.get("/api/images/{image_id}/cam", summary="A class's activation map over the image",
+             response_class=Response)
+    def cam(image_id: int, class_index: int, model: str = "lite0") -> Response:
+        from semsearch.explore.why import class_map
+
+        record = sess.store.image(image_id)
+        return Response(class_map(sess, model, record.path, class_index),
+                        media_type="image/png")
+
+    @app.get("/api/why", summary="Why two indexed images match: the similarity and, per "
+             "image, a heatmap of where it comes from (PNG, base64)")
+    def why(query: int, result: int, feature_set: str) -> dict[str, Any]:
+        import base64
+
+        from semsearch.explore.why import similarity_maps
+
+        fs = FeatureSet.parse(feature_set)
+        a, b = sess.store.image(query), sess.store.image(result)
+        maps = similarity_maps(sess, fs.base, a.path, b.path)
+        encode = base64.b64encode
+        return {"feature_set": str(fs.base), "similarity": maps.similarity,
+                "query_png": "data:image/png;base64," + encode(maps.query_png).decode(),
+                "result_png": "data:image/png;base64," + encode(maps.result_png).decode()}
 
     # -- the page -----------------------------------------------------------------------------
 

@@ -4,8 +4,10 @@ import * as search from "./search.js";
 import * as compare from "./compare.js";
 import * as map from "./map.js";
 import * as live from "./live.js";
+import * as explore from "./explore.js";
+import { initWhy } from "./why.js";
 
-const views = { search, compare, map, live };
+const views = { search, compare, map, live, explore };
 const $ = (id) => document.getElementById(id);
 
 // Everything the views read: the collection, its feature sets, the choices made.
@@ -82,6 +84,9 @@ export function selectImage(id, { view } = {}) {
 
 export function switchView(name) {
   state.view = name;
+  if (name !== "explore" && window.location.hash.startsWith("#explore")) {
+    history.replaceState(null, "", window.location.pathname);
+  }
   for (const button of document.querySelectorAll("#tabs button")) {
     button.setAttribute("aria-selected", String(button.dataset.view === name));
   }
@@ -102,6 +107,14 @@ async function loadCollection(id) {
 }
 
 async function start() {
+  initWhy();
+  for (const view of Object.values(views)) view.init?.(state);
+  for (const button of document.querySelectorAll("#tabs button")) {
+    button.addEventListener("click", () => switchView(button.dataset.view));
+  }
+  if (explore.readHash()) {
+    switchView("explore"); // a shared link to a model, layer or channel
+  }
   const [collections, options] = await Promise.all([get("/api/collections"), get("/api/options")]);
   state.metric = options.default_metric;
   state.k = options.default_k;
@@ -133,10 +146,6 @@ async function start() {
     else showError(`Results must be from 1 to ${options.max_k}.`);
   });
   $("advanced-toggle").addEventListener("change", (event) => { $("advanced").hidden = !event.target.checked; });
-  for (const button of document.querySelectorAll("#tabs button")) {
-    button.addEventListener("click", () => switchView(button.dataset.view));
-  }
-  for (const view of Object.values(views)) view.init?.(state);
   refresh();
 }
 

@@ -31,7 +31,7 @@ export function renderQuery(box, { title, imageSrc, label, result }) {
   box.replaceChildren(...parts);
 }
 
-export function renderResults(grid, hits, onPick) {
+export function renderResults(grid, hits, onPick, onWhy) {
   grid.replaceChildren(...hits.map((hit) => {
     const card = el("figure", "card result");
     card.dataset.id = hit.id;
@@ -54,6 +54,13 @@ export function renderResults(grid, hits, onPick) {
     }
     caption.append(el("span", "label", hit.label));
     card.append(img, bar, caption);
+    if (onWhy) {
+      const why = el("button", "why-button", "why?");
+      why.type = "button";
+      why.title = "why is this similar?";
+      why.addEventListener("click", (event) => { event.stopPropagation(); onWhy(hit); });
+      card.append(why);
+    }
     if (onPick) card.addEventListener("click", () => onPick(hit.id));
     return card;
   }));

@@ -2,6 +2,7 @@
 import { get, thumb } from "./api.js";
 import { renderQuery, renderResults } from "./results.js";
 import { selectImage } from "./app.js";
+import { openWhy } from "./why.js";
 
 const $ = (id) => document.getElementById(id);
 let request = 0;
@@ -64,5 +65,6 @@ export async function show(state) {
     label: state.collection.labeled && image ? image.label : null,
     result,
   });
-  renderResults($("results"), result.hits, (id) => selectImage(id));
+  renderResults($("results"), result.hits, (id) => selectImage(id),
+    (hit) => openWhy(state, state.selected, hit));
 }

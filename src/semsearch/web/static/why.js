@@ -1,0 +1,50 @@
+// "Why?": heatmaps of where a query's and a result's similarity comes from, and what the
+// classifier sees in each (top-5 ImageNet classes, the top class's activation map).
+import { get, showError } from "./api.js";
+
+const $ = (id) => document.getElementById(id);
+
+function classes(list, box) {
+  box.replaceChildren(...list.map((guess) => {
+    const li = document.createElement("li");
+    li.textContent = `${guess.name} ${(guess.probability * 100).toFixed(1)}%`;
+    return li;
+  }));
+}
+
+function classifierModel(featureSet) {
+  const model = featureSet.split("@")[0].split("+")[0];
+  return model.startsWith("onnx:") ? "lite0" : model;
+}
+
+export async function openWhy(state, queryId, hit) {
+  const modal = $("why");
+  for (const id of ["why-query", "why-result", "why-query-cam", "why-result-cam"]) $(id).removeAttribute("src");
+  $("why-title").textContent = "Why similar? computing…";
+  modal.hidden = false;
+  try {
+    const result = await get("/api/why", { query: queryId, result: hit.id, feature_set: state.featureSet });
+    $("why-title").textContent = `Why similar? ${result.feature_set}: cosine similarity ${(result.similarity * 100).toFixed(1)}%`;
+    $("why-query").src = result.query_png;
+    $("why-result").src = result.result_png;
+    $("why-query-caption").textContent = "query";
+    $("why-result-caption").textContent = `result ${hit.rank}: ${hit.name}`;
+    const model = classifierModel(result.feature_set);
+    const [mine, theirs] = await Promise.all([
+      get(`/api/images/${queryId}/classes`, { model }), get(`/api/images/${hit.id}/classes`, { model })]);
+    classes(mine, $("why-query-classes"));
+    classes(theirs, $("why-result-classes"));
+    $("why-query-cam").src = `/api/images/${queryId}/cam?model=${model}&class_index=${mine[0].index}`;
+    $("why-query-cam").title = `where ${model} sees "${mine[0].name}"`;
+    $("why-result-cam").src = `/api/images/${hit.id}/cam?model=${model}&class_index=${theirs[0].index}`;
+    $("why-result-cam").title = `where ${model} sees "${theirs[0].name}"`;
+  } catch (error) {
+    modal.hidden = true;
+    showError(error.message);
+  }
+}
+
+export function initWhy() {
+  $("why-close").addEventListener("click", () => { $("why").hidden = true; });
+  document.addEventListener("keydown", (event) => { if (event.key === "Escape") $("why").hidden = true; });
+}

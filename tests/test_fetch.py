@@ -40,6 +40,23 @@ class _Handler(BaseHTTPRequestHandler):
             for _ in range(64):
                 self.wfile.write(b"y" * 65536)
             return
+        if self.path == "/slow-headers":  # the status line and headers trickle in
+            for part in (b"HTTP/1.1 200 OK\r\n", b"X-A: 1\r\n", b"X-B: 2\r\n",
+                         b"X-C: 3\r\n", b"X-D: 4\r\n", b"X-E: 5\r\n", b"X-F: 6\r\n"):
+                try:
+                    self.wfile.write(part)
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.4)
+            return
+        if self.path == "/host":
+            body = self.headers.get("Host", "").encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if self.path == "/slow":
             self.send_response(200)
             self.send_header("Content-Length", "1000")
@@ -72,6 +89,9 @@ def server() -> Iterator[str]:
     "127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1",
     "0.0.0.0", "224.0.0.1", "255.255.255.255", "::1", "fe80::1", "fc00::1", "fd00:ec2::254",
     "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::",
+    # IPv6 forms that carry an IPv4 address, or tunnel: judged by it, or refused outright.
+    "::127.0.0.1", "::ffff:0:7f00:1", "64:ff9b::a9fe:a9fe", "64:ff9b::a00:1",
+    "64:ff9b:1::a00:1", "2002:a00:1::1", "2002:7f00:1::", "fec0::1", "2001::1",
 ])
 def test_non_public_addresses_are_refused(address: str) -> None:
     with pytest.raises(FetchError, match="not a public internet address"):
@@ -151,3 +171,18 @@ def test_slow_answers_hit_the_deadline(server: str) -> None:
 def test_loopback_is_refused_by_default(server: str) -> None:
     with pytest.raises(FetchError, match="not a public"):
         fetch(f"{server}/image.png")
+
+
+def test_trickled_headers_hit_the_deadline(server: str) -> None:
+    policy = FetchPolicy(allow=LOOPBACK.allow, deadline=1.0, read_timeout=0.8)
+    with pytest.raises(FetchError, match="took too long"):
+        fetch(f"{server}/slow-headers", policy)
+
+
+def test_host_names_are_sent_as_idna(server: str) -> None:
+    port = server.rsplit(":", 1)[1]
+    body = fetch(f"http://bücher.example:{port}/host", LOOPBACK,
+                 resolve=lambda host, p: ["127.0.0.1"])
+    assert body == f"xn--bcher-kva.example:{port}".encode()
+    with pytest.raises(FetchError, match="not a valid internationalized name"):
+        fetch("http://a..b/x.png", FetchPolicy(), resolve=lambda host, p: ["93.184.216.34"])

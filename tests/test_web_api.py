@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 from tests.conftest import labeled_folder, make_image
 
+from semsearch.featureset import FeatureSet
 from semsearch.session import Session
 from semsearch.sweep import run_sweep
 from semsearch.web.fetch import FetchPolicy
@@ -40,7 +41,7 @@ def web(tiny_session: Session, tmp_path: Path) -> Iterator[tuple[TestClient, Ses
     session.index(str(root))
     policy = FetchPolicy(allow=(ipaddress.ip_network("127.0.0.0/8"),))
     app = create_app(session.config, session=session, fetch_policy=policy,
-                     upload_max_bytes=200_000)
+                     upload_max_bytes=200_000, allowed_hosts=("testserver",))
     with TestClient(app) as client:
         yield client, session, root
 
@@ -159,7 +160,7 @@ def test_search_by_url_and_hostile_urls(web: tuple[TestClient, Session, Path]) -
     finally:
         httpd.shutdown()
     # With the default policy (what `semsearch serve` uses), none of these are fetched.
-    strict = create_app(session.config, session=session)
+    strict = create_app(session.config, session=session, allowed_hosts=("testserver",))
     with TestClient(strict) as plain:
         for target in ("http://127.0.0.1/x.jpg", "http://10.0.0.8/x.jpg",
                        "http://169.254.169.254/latest/meta-data/", "file:///etc/passwd",
@@ -229,3 +230,52 @@ def test_evaluations_and_map(web: tuple[TestClient, Session, Path]) -> None:
     other = _ok(client.get(f"/api/collections/{cid}/map",
                            params={"feature_set": "tiny@block/avg"}))
     assert other["feature_set"] == "tiny@block/avg" and other["x"] != made["x"]
+
+
+def test_other_hosts_and_other_sites_are_refused(web: tuple[TestClient, Session, Path]) -> None:
+    client, session, _ = web
+    cid = _ok(client.get("/api/collections"))[0]["id"]
+    # A page that points its own name at 127.0.0.1 (DNS rebinding) names itself as Host.
+    assert client.get("/api/collections", headers={"Host": "rebind.example:8000"}
+                      ).status_code == 400
+    local = create_app(session.config, session=session)
+    with TestClient(local, base_url="http://127.0.0.1:8000") as same:
+        assert same.get("/api/collections").status_code == 200
+        upload = f"/api/collections/{cid}/search/upload"
+        for headers in ({"Origin": "https://evil.example"},
+                        {"Sec-Fetch-Site": "cross-site"},
+                        {"Origin": "http://127.0.0.1:9999"}):
+            response = same.post(upload, content=_jpeg(), headers=headers)
+            assert response.status_code == 403, headers
+            assert "another site" in response.json()["detail"]
+        ok = same.post(upload, content=_jpeg(), headers={"Origin": "http://127.0.0.1:8000",
+                                                         "Sec-Fetch-Site": "same-origin"})
+        assert ok.status_code == 200
+
+
+def test_deleted_files_leave_the_views(web: tuple[TestClient, Session, Path]) -> None:
+    client, session, root = web
+    cid = _ok(client.get("/api/collections"))[0]["id"]
+    gone = root / "class1" / "img01.png"
+    record = session.store.image_by_path(str(gone))
+    assert record is not None
+    gone.unlink()
+    listing = _ok(client.get(f"/api/collections/{cid}/images"))
+    assert listing["total"] == 17 and record.id not in [i["id"] for i in listing["images"]]
+    assert client.get(f"/api/images/{record.id}/file").status_code == 404
+    assert client.get(f"/api/images/{record.id}/thumbnail").status_code == 404
+    made = _ok(client.get(f"/api/collections/{cid}/map"))
+    assert record.id not in made["ids"] and len(made["ids"]) == 17
+
+
+def test_a_feature_set_without_vectors_here_is_a_clear_404(
+        web: tuple[TestClient, Session, Path], tmp_path: Path) -> None:
+    client, session, root = web
+    other = labeled_folder(tmp_path / "other", 4, classes=2)
+    session.index(str(other), feature_set=FeatureSet("tiny", "block", "avg"))
+    cid = _ok(client.get("/api/collections"))[0]["id"]
+    image_id = _ok(client.get(f"/api/collections/{cid}/images"))["images"][0]["id"]
+    response = client.get(f"/api/collections/{cid}/search",
+                          params={"image_id": image_id, "feature_set": "tiny@block/avg"})
+    assert response.status_code == 404 and "has no tiny@block/avg vectors" in \
+        response.json()["detail"]

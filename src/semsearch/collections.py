@@ -66,8 +66,10 @@ def summarize(store: Store, collection: Collection) -> CollectionSummary:
 
 
 def collection_images(store: Store, collection: Collection) -> list[ImageRecord]:
-    """Gives the collection's images ordered by class, then path."""
-    return sorted(store.images_under(collection.root).values(),
+    """Gives the collection's images whose files still exist, ordered by class, then
+    path."""
+    return sorted((record for record in store.images_under(collection.root).values()
+                   if os.path.isfile(record.path)),
                   key=lambda record: (collection.label(record.path) or "", record.path))
 
 
@@ -138,6 +140,9 @@ def search_collection(session: Session, collection: Collection, query: Query, *,
     not, with the query's weighted precision at 15, when the query is one of its images in a
     class folder."""
     record = resolve_feature_set(session, collection, feature_set)
+    if not session.store.has_vectors_under(record.id, collection.root):
+        raise NotIndexedError(f"collection {collection.name} has no {record.name} vectors; "
+                              f"index it with that feature set first")
     chosen = session.metric(metric)
     result = session.search_service().search(
         query, feature_set=record, metric=chosen, k=max(k, WEIGHTED_DEPTH),

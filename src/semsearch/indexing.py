@@ -259,7 +259,7 @@ def index_folder(
         if decoded or moves:
             flush()
     report.removed = store.remove_images((plan.missing_ids - consumed) | stale)
-    if os.path.isdir(root_path):
+    if os.path.isdir(root_path) and scan.files:
         store.add_collection(root_path)
     if progress:
         progress(total, total)

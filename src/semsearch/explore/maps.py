@@ -3,6 +3,7 @@ in the catalogue."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ _locks_guard = threading.Lock()
 class Map:
     image_ids: npt.NDArray[np.int64]
     coords: npt.NDArray[np.float32]  # n x 2, scaled into [0, 1]
-    version: int
+    version: int  # a digest of the vectors it was made from
 
 
 def layout_2d(vectors: npt.NDArray[np.float32], seed: int = 42) -> npt.NDArray[np.float32]:
@@ -56,18 +57,17 @@ def layout_2d(vectors: npt.NDArray[np.float32], seed: int = 42) -> npt.NDArray[n
 
 def collection_map(store: Store, record: FeatureSetRecord, root: str) -> Map:
     """Gives the map of the images at or below root for the feature set, from the catalogue
-    if it was made at the set's current version, else made now and kept."""
+    if it was made from the same vectors, else made now and kept."""
     with _locks_guard:
         lock = _locks.setdefault((record.id, root), threading.Lock())
     with lock:  # one computation per map, however many requests ask at once
-        version = store.version(record.id)
+        ids, vectors = store.vectors_under(record.id, root)
+        # Made again only when this collection's vectors change, not the feature set's.
+        digest = hashlib.sha256(ids.tobytes() + vectors.tobytes()).digest()
+        version = int.from_bytes(digest[:7], "big")
         cached = store.load_map(record.id, root)
         if cached is not None and cached[0] == version:
             return Map(cached[1], cached[2], version)
-        ids, vectors = store.vectors(record.id)
-        under = np.fromiter((r.id for r in store.images_under(root).values()), np.int64)
-        keep = np.isin(ids, under)
-        ids, vectors = ids[keep], vectors[keep]
         log.info("making the 2-D map of %d images for %s", len(ids), record.name)
         coords = layout_2d(vectors)
         store.save_map(record.id, root, version, ids, coords)

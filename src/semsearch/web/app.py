@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import threading
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -92,17 +93,37 @@ class UrlSearch(BaseModel):
 
 def create_app(config: Config, *, registry: ModelRegistry | None = None,
                session: Session | None = None, fetch_policy: FetchPolicy | None = None,
-               upload_max_bytes: int = UPLOAD_MAX_BYTES) -> FastAPI:
-    """Gives the FastAPI application serving the catalogue of `config` (or `session`)."""
+               upload_max_bytes: int = UPLOAD_MAX_BYTES,
+               allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> FastAPI:
+    """Gives the FastAPI application serving the catalogue of `config` (or `session`).
+    Requests must name one of `allowed_hosts` (a web page cannot reach the server by
+    pointing its own name at 127.0.0.1), and a POST from another site's page is refused."""
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
     sess = session or Session(config, registry=registry, create=True)
     policy = fetch_policy or FetchPolicy()
     models_lock = threading.Lock()
     models_cache: list[Any] = []
+    # Query images are decoded a few at a time: a small file can hold a large image.
+    decoding = threading.BoundedSemaphore(2)
 
     app = FastAPI(title="semsearch: ConvNet Playground",
                   description="Semantic image search with convolutional networks.",
                   version="1")
     app.state.session = sess
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+
+    @app.middleware("http")
+    async def same_origin_writes(request: Request, call_next: Any) -> Any:
+        if request.method not in ("GET", "HEAD", "OPTIONS") and _cross_site(request):
+            return JSONResponse({"detail": "refusing a request sent by another site's page"},
+                                status_code=403)
+        return await call_next(request)
+
+    def search_bytes(c: Collection, data: bytes, **options: Any) -> CollectionSearch:
+        check_query_size(data)
+        with decoding:
+            return search_collection(sess, c, ImageQuery(data=data), **options)
 
     @app.exception_handler(SemsearchError)
     async def domain_error(_request: Request, exc: SemsearchError) -> JSONResponse:
@@ -114,6 +135,21 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
 
     def collection(cid: int) -> Collection:
         return get_collection(sess.store, cid)
+
+    depths: dict[str, dict[str, int]] = {}
+
+    def layer_depth(model: str, layer: str) -> int:
+        """Gives the layer's position in the model (selects list layers by depth)."""
+        from semsearch.models.summary import layers as table
+
+        with models_lock:
+            if model not in depths:
+                try:
+                    depths[model] = {info.name: i for i, info in enumerate(
+                        table(sess.registry, model, config.onnx_input()))}
+                except SemsearchError:
+                    depths[model] = {}
+            return depths[model].get(layer, -1)
 
     # -- catalogue ----------------------------------------------------------------------------
 
@@ -128,6 +164,8 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
         default = default_feature_set(sess, c).name if sets else None
         return {**_collection_json(summarize(sess.store, c)), "default_feature_set": default,
                 "feature_sets": [{
+                    "depth": layer_depth(item.record.feature_set.model.split("+")[0],
+                                         item.record.feature_set.layer),
                     "name": item.record.name, "model": item.record.feature_set.model,
                     "layer": item.record.feature_set.layer,
                     "pooling": item.record.feature_set.pooling,
@@ -161,6 +199,8 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
     @app.get("/api/images/{image_id}/file", summary="The full image, by image id")
     def full_image(image_id: int) -> Response:
         record = sess.store.image(image_id)
+        if not os.path.isfile(record.path):
+            raise NotIndexedError(f"image {image_id}'s file is gone")
         media = _browser_type(record.path)
         if media is None:  # a format browsers cannot show (TIFF): send it as PNG
             from semsearch.images import open_image
@@ -213,18 +253,17 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
         data = await _read_capped(request, upload_max_bytes)
         if not data:
             raise QueryError("the upload is empty; send the image file as the request body")
-        c = collection(cid)
-        result = await run_in_threadpool(search_collection, sess, c, ImageQuery(data=data),
-                                         feature_set=feature_set, metric=metric, k=k)
+        c = await run_in_threadpool(collection, cid)
+        result = await run_in_threadpool(search_bytes, c, data, feature_set=feature_set,
+                                         metric=metric, k=k)
         return JSONResponse(_search_json(result))
 
     @app.post("/api/collections/{cid}/search/url", summary="Search by an image URL")
     def search_by_url(cid: int, body: UrlSearch) -> dict[str, Any]:
         c = collection(cid)
         data = fetch(body.url, policy)
-        return _search_json(search_collection(sess, c, ImageQuery(data=data),
-                                              feature_set=body.feature_set,
-                                              metric=body.metric, k=body.k))
+        return _search_json(search_bytes(c, data, feature_set=body.feature_set,
+                                         metric=body.metric, k=body.k))
 
     # -- evaluations and maps -----------------------------------------------------------------
 
@@ -262,12 +301,15 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
         c = collection(cid)
         record = resolve_feature_set(sess, c, feature_set)
         made = make(sess.store, record, c.root)
-        labels = sess.store.images(made.image_ids)
+        records = sess.store.images(made.image_ids)
+        # Images whose files are gone are left off (the map keeps their place).
+        shown = [i for i, image_id in enumerate(made.image_ids.tolist())
+                 if image_id in records and os.path.isfile(records[image_id].path)]
         return {"feature_set": record.name, "version": made.version,
-                "ids": made.image_ids.tolist(),
-                "x": [round(float(v), 5) for v in made.coords[:, 0]],
-                "y": [round(float(v), 5) for v in made.coords[:, 1]],
-                "labels": [c.label(labels[int(i)].path) or "" for i in made.image_ids]}
+                "ids": [int(made.image_ids[i]) for i in shown],
+                "x": [round(float(made.coords[i, 0]), 5) for i in shown],
+                "y": [round(float(made.coords[i, 1]), 5) for i in shown],
+                "labels": [c.label(records[int(made.image_ids[i])].path) or "" for i in shown]}
 
     # -- model explorer -----------------------------------------------------------------------
 
@@ -347,6 +389,36 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
                             headers={"Content-Security-Policy": _CSP})
 
     return app
+
+
+# A query image may hold at most this many pixels (a small PNG can decode to gigabytes).
+QUERY_MAX_PIXELS = 40_000_000
+
+
+def check_query_size(data: bytes) -> None:
+    """Raises BadImageError if an uploaded or fetched image is too large to decode safely;
+    reads only its header."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+    except Exception:  # noqa: BLE001 - the decoder says what is wrong, with a 415
+        return
+    if width * height > QUERY_MAX_PIXELS:
+        raise BadImageError("query image", f"{width}x{height} is too large to decode safely "
+                            f"(at most {QUERY_MAX_PIXELS // 1_000_000} megapixels)")
+
+
+def _cross_site(request: Request) -> bool:
+    """Gives whether the browser says another site's page sent this request."""
+    site = request.headers.get("sec-fetch-site")
+    if site in ("cross-site", "same-site"):
+        return True
+    origin = request.headers.get("origin")
+    if not origin:
+        return False  # not from a browser page (curl, scripts)
+    return origin.split("://", 1)[-1] != request.headers.get("host", "")
 
 
 # The page loads only its own scripts and styles; images come from the API.

@@ -9,8 +9,10 @@ timeouts, an overall deadline and a size cap bound what one request can cost."""
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,11 +50,36 @@ def _resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+# NAT64 prefixes and IPv4-translated addresses: the IPv4 address is the last 32 bits.
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"),
+          ipaddress.ip_network("::ffff:0:0:0/96"))
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """Gives the IPv4 address an IPv6 transition address carries (mapped, 6to4, NAT64)."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if any(address in net for net in _NAT64):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def is_public(address: IPAddress) -> bool:
-    """Gives whether an address is on the public internet (an IPv4-mapped IPv6 address is
-    judged by its IPv4 address)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Gives whether an address is on the public internet. An IPv6 address that carries an
+    IPv4 one (mapped, 6to4, NAT64) is judged by that too; IPv4-compatible, site-local and
+    Teredo addresses are refused outright."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if (address in _IPV4_COMPATIBLE or address.is_site_local
+                or address.teredo is not None):
+            return False
+        inner = _embedded_ipv4(address)
+        if inner is not None and not is_public(inner):
+            return False
+        if address.ipv4_mapped is not None:
+            return True  # judged by its IPv4 address alone
     return address.is_global and not address.is_multicast
 
 
@@ -65,10 +92,43 @@ def check_address(text: str, policy: FetchPolicy) -> IPAddress:
                      "(loopback, private, link-local and metadata addresses are refused)")
 
 
+def _ascii_host(host: str) -> str:
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise FetchError(f"the host name {host!r} is not a valid internationalized name"
+                         ) from None
+
+
+class _Watchdog:
+    """Shuts a connection's socket when the deadline passes, so a server that trickles its
+    headers or body cannot hold the fetch beyond it."""
+
+    def __init__(self, conn: object, seconds: float) -> None:
+        self.fired = False
+        self._conn = conn
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        self.fired = True
+        sock = getattr(self._conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
 def fetch(url: str, policy: FetchPolicy | None = None,
           resolve: Resolver = _resolve) -> bytes:
     """Gives the body of a URL (following checked redirects), or raises FetchError."""
     import urllib3
+    from urllib3.connection import HTTPConnection, HTTPSConnection
 
     policy = policy or FetchPolicy()
     deadline = time.monotonic() + policy.deadline
@@ -78,11 +138,11 @@ def fetch(url: str, policy: FetchPolicy | None = None,
         if parts.scheme not in ("http", "https"):
             scheme = f"{parts.scheme}:" if parts.scheme else "a URL without a scheme"
             raise FetchError(f"only http and https URLs can be fetched, not {scheme}")
-        host = parts.hostname
-        if not host:
+        if not parts.hostname:
             raise FetchError(f"the URL {current!r} has no host")
         if parts.username or parts.password:
             raise FetchError("URLs with a user name or password are refused")
+        host = _ascii_host(parts.hostname)
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
@@ -93,27 +153,33 @@ def fetch(url: str, policy: FetchPolicy | None = None,
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise FetchError("the fetch took too long")
-        timeout = urllib3.Timeout(connect=min(policy.connect_timeout, remaining),
-                                  read=min(policy.read_timeout, remaining))
-        target = str(addresses[0])
-        host_header = host if parts.port is None else f"{host}:{parts.port}"
-        pool: urllib3.HTTPConnectionPool
-        if parts.scheme == "https":
-            pool = urllib3.HTTPSConnectionPool(target, port, timeout=timeout, retries=False,
-                                               server_hostname=host, assert_hostname=host,
-                                               cert_reqs="CERT_REQUIRED")
-        else:
-            pool = urllib3.HTTPConnectionPool(target, port, timeout=timeout, retries=False)
+        # Each blocking connect or read waits at most this long; the watchdog bounds them all.
+        timeout = min(max(policy.connect_timeout, policy.read_timeout), remaining)
+        shown_host = f"[{host}]" if ":" in host else host
+        host_header = shown_host if parts.port is None else f"{shown_host}:{parts.port}"
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # Connect to the address that was checked, never to a fresh DNS answer.
+        target = str(addresses[0])
+        conn: HTTPConnection
+        if parts.scheme == "https":
+            conn = HTTPSConnection(target, port, timeout=timeout, server_hostname=host,
+                                   assert_hostname=host, cert_reqs="CERT_REQUIRED")
+        else:
+            conn = HTTPConnection(target, port, timeout=timeout)
+        watchdog = _Watchdog(conn, remaining)
         try:
-            response = pool.urlopen("GET", path, headers={"Host": host_header,
-                                                          "User-Agent": "semsearch",
-                                                          "Accept": "image/*"},
-                                    redirect=False, preload_content=False,
-                                    decode_content=False)
-        except urllib3.exceptions.HTTPError as exc:
-            raise FetchError(f"cannot fetch {current}: {exc}") from None
-        try:
+            try:
+                conn.request("GET", path, headers={"Host": host_header,
+                                                   "User-Agent": "semsearch",
+                                                   "Accept": "image/*"},
+                             preload_content=False, decode_content=False)
+                response = conn.getresponse()
+            except (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException) as exc:
+                if watchdog.fired:
+                    raise FetchError("the fetch took too long") from None
+                raise FetchError(f"cannot fetch {current}: {exc}") from None
+            if watchdog.fired:  # the socket was shut mid-headers: what came is incomplete
+                raise FetchError("the fetch took too long")
             if response.status in (301, 302, 303, 307, 308):
                 location = response.headers.get("Location")
                 if not location:
@@ -122,10 +188,18 @@ def fetch(url: str, policy: FetchPolicy | None = None,
                 continue
             if response.status != 200:
                 raise FetchError(f"{current} answered HTTP {response.status}")
-            return _read_capped(response, policy, deadline)
+            try:
+                body = _read_capped(response, policy, deadline)
+            except FetchError:
+                if watchdog.fired:
+                    raise FetchError("the fetch took too long") from None
+                raise
+            if watchdog.fired:
+                raise FetchError("the fetch took too long")
+            return body
         finally:
-            response.release_conn()
-            pool.close()
+            watchdog.cancel()
+            conn.close()
     raise FetchError(f"more than {policy.max_redirects} redirects")
 
 
@@ -150,5 +224,5 @@ def _read_capped(response: object, policy: FetchPolicy, deadline: float) -> byte
                                  "allowed")
             if time.monotonic() > deadline:
                 raise FetchError("the fetch took too long")
-    except urllib3.exceptions.HTTPError as exc:
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise FetchError(f"the download failed: {exc}") from None

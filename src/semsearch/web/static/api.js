@@ -23,19 +23,27 @@ async function parse(response) {
   throw new ApiError(detail);
 }
 
+async function send(url, init) {
+  try {
+    return await fetch(url, init);
+  } catch (_) {
+    throw new ApiError("Cannot reach the server: is `semsearch serve` still running?");
+  }
+}
+
 export async function get(path, params = {}) {
   const query = new URLSearchParams();
   for (const [key, value] of Object.entries(params)) {
     if (value !== null && value !== undefined && value !== "") query.set(key, value);
   }
   const suffix = query.toString() ? `?${query}` : "";
-  return parse(await fetch(path + suffix));
+  return parse(await send(path + suffix));
 }
 
 export async function post(path, body, params = {}, type = "application/json") {
   const query = new URLSearchParams(params);
   const data = type === "application/json" ? JSON.stringify(body) : body;
-  return parse(await fetch(`${path}?${query}`, {
+  return parse(await send(`${path}?${query}`, {
     method: "POST", body: data, headers: { "Content-Type": type },
   }));
 }

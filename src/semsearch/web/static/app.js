@@ -73,6 +73,11 @@ export function setFeatureSet(name) {
 export function refresh() {
   clearError();
   const view = views[state.view];
+  if (view !== explore && (!state.featureSet || !state.images.length)) {
+    for (const id of ["query", "results", "live-query", "live-results", "charts"]) $(id).replaceChildren();
+    if (state.collection) showError(`Collection ${state.collection.name} has nothing to show with vectors yet.`);
+    return;
+  }
   Promise.resolve(view.show(state)).catch((error) => showError(error.message));
 }
 
@@ -97,13 +102,20 @@ export function switchView(name) {
 async function loadCollection(id) {
   const collection = await get(`/api/collections/${id}`);
   state.collection = collection;
-  state.featureSets = collection.feature_sets;
+  // Layers are offered in network order, shallow to deep.
+  state.featureSets = [...collection.feature_sets].sort((a, b) => a.depth - b.depth);
   state.featureSet = collection.default_feature_set;
   const listing = await get(`/api/collections/${id}/images`, { limit: 20000 });
   state.images = listing.images;
   state.selected = state.images.length ? state.images[0].id : null;
+  for (const select of ["model", "layer", "pooling"]) $(select).replaceChildren();
   if (state.featureSet) syncFeatureControls();
   for (const view of Object.values(views)) view.reset?.(state);
+  if (!state.featureSet) {
+    showError(`Collection ${collection.name} has no vectors yet; run \`semsearch index ${collection.root}\`.`);
+  } else if (!state.images.length) {
+    showError(`Collection ${collection.name} has no image files left on disk.`);
+  }
 }
 
 async function start() {
@@ -112,14 +124,30 @@ async function start() {
   for (const button of document.querySelectorAll("#tabs button")) {
     button.addEventListener("click", () => switchView(button.dataset.view));
   }
-  if (explore.readHash()) {
-    switchView("explore"); // a shared link to a model, layer or channel
-  }
+  $("collection").addEventListener("change", async (event) => {
+    try {
+      await loadCollection(event.target.value);
+      if (state.featureSet && state.images.length) refresh();
+    } catch (error) { showError(error.message); }
+  });
+  $("model").addEventListener("change", () => { pickFeatureSet("model"); refresh(); });
+  $("layer").addEventListener("change", () => { pickFeatureSet("layer"); refresh(); });
+  $("pooling").addEventListener("change", () => { pickFeatureSet("pooling"); refresh(); });
+  $("metric").addEventListener("change", (event) => { state.metric = event.target.value; refresh(); });
+  $("advanced-toggle").addEventListener("change", (event) => { $("advanced").hidden = !event.target.checked; });
+  const explorerLink = explore.readHash();
+  if (explorerLink) switchView("explore"); // a shared link to a model, layer or channel
+
   const [collections, options] = await Promise.all([get("/api/collections"), get("/api/options")]);
   state.metric = options.default_metric;
   state.k = options.default_k;
   $("k").value = state.k;
   fill($("metric"), options.metrics, state.metric);
+  $("k").addEventListener("change", (event) => {
+    const k = Number.parseInt(event.target.value, 10);
+    if (k >= 1 && k <= options.max_k) { state.k = k; refresh(); }
+    else showError(`Results must be from 1 to ${options.max_k}.`);
+  });
   if (!collections.length) {
     showError("Nothing is indexed yet. Run `semsearch serve FOLDER` to index a folder and browse it.");
     return;
@@ -127,26 +155,8 @@ async function start() {
   fill($("collection"), collections.map((c) => String(c.id)), String(collections[0].id),
     (id) => { const c = collections.find((x) => String(x.id) === id); return `${c.name} (${c.images})`; });
   await loadCollection(collections[0].id);
-  if (!state.featureSet) {
-    showError(`Collection ${state.collection.name} has no vectors yet; run \`semsearch index ${state.collection.root}\`.`);
-    return;
-  }
-
-  $("collection").addEventListener("change", async (event) => {
-    await loadCollection(event.target.value).catch((error) => showError(error.message));
-    refresh();
-  });
-  $("model").addEventListener("change", () => { pickFeatureSet("model"); refresh(); });
-  $("layer").addEventListener("change", () => { pickFeatureSet("layer"); refresh(); });
-  $("pooling").addEventListener("change", () => { pickFeatureSet("pooling"); refresh(); });
-  $("metric").addEventListener("change", (event) => { state.metric = event.target.value; refresh(); });
-  $("k").addEventListener("change", (event) => {
-    const k = Number.parseInt(event.target.value, 10);
-    if (k >= 1 && k <= options.max_k) { state.k = k; refresh(); }
-    else showError(`Results must be from 1 to ${options.max_k}.`);
-  });
-  $("advanced-toggle").addEventListener("change", (event) => { $("advanced").hidden = !event.target.checked; });
-  refresh();
+  if (state.featureSet && state.images.length) refresh();
+  else if (explorerLink) refresh();
 }
 
 start().catch((error) => showError(error.message));

@@ -62,17 +62,18 @@ export async function show(state) {
   const metric = metrics.includes(state.metric) ? state.metric : metrics[0];
   const poolings = [...new Set(run.rows.map((row) => row.pooling))];
   const pooling = poolings.includes(current.pooling) ? current.pooling : poolings[0];
+  const selected = state.images.find((image) => image.id === state.selected);
   $("compare-note").textContent = `Comparison run ${run.id} of ${run.settings.images} images in `
     + `${run.settings.classes} classes; pooling ${pooling}, metric ${metric}. Lines: the collection's `
-    + "mean score, and the selected image's own score (dashed).";
+    + `mean score, and the selected image's own score (dashed; ${selected ? `${selected.label}/${selected.name}` : "none"}).`;
   const charts = Object.entries(run.settings.layers).map(([model, layers]) => {
     const pick = (layer) => run.rows.find((row) => row.model === model && row.layer === layer
       && row.pooling === pooling && row.metric === metric);
     const mean = layers.map((layer) => pick(layer)?.scores.weighted_p15 ?? null);
     const own = layers.map((layer) => pick(layer)?.image_score ?? null);
     const best = mean.reduce((b, v, i) => (v !== null && (b < 0 || v > mean[b]) ? i : b), -1);
-    return chart(model, layers, mean, own, best);
-  });
+    return best < 0 ? null : chart(model, layers, mean, own, best);
+  }).filter(Boolean);
   $("charts").replaceChildren(...charts);
   const head = ["#", "model", "layer", "pooling", "metric", "wP@15", "mAP", "this image"];
   const headRow = document.createElement("tr");

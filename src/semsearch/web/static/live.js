@@ -1,27 +1,33 @@
 // Live search: an uploaded, dropped or pasted image, or an image URL.
-import { post, showError } from "./api.js";
+import { clearError, post, showError } from "./api.js";
 import { renderQuery, renderResults } from "./results.js";
 import { selectImage } from "./app.js";
 
 const $ = (id) => document.getElementById(id);
-let last = null; // what was searched last: {kind: "file", file} or {kind: "url", url}
+let last = null; // what was searched last, with success: {kind: "file", file} or {kind: "url", url}
+let lastKey = null; // the settings it was searched with
+let preview = null;
+
+const settingsKey = (state) => `${state.collection.id}|${state.featureSet}|${state.metric}|${state.k}`;
 
 async function run(state, what) {
-  last = what;
+  clearError();
   const base = `/api/collections/${state.collection.id}/search`;
   const params = { k: state.k, metric: state.metric };
   if (state.featureSet) params.feature_set = state.featureSet;
   let result;
-  let preview = null;
   if (what.kind === "file") {
+    if (preview) URL.revokeObjectURL(preview);
     preview = URL.createObjectURL(what.file);
     result = await post(`${base}/upload`, what.file, params, what.file.type || "application/octet-stream");
   } else {
     result = await post(`${base}/url`, { url: what.url, ...params, k: Number(state.k) });
   }
+  last = what;
+  lastKey = settingsKey(state);
   renderQuery($("live-query"), {
     title: what.kind === "file" ? what.file.name || "pasted image" : what.url,
-    imageSrc: preview, label: null, result,
+    imageSrc: what.kind === "file" ? preview : null, label: null, result,
   });
   renderResults($("live-results"), result.hits, (id) => selectImage(id, { view: "search" }));
 }
@@ -58,7 +64,7 @@ export function init(state) {
   });
 }
 
-// Changing model, layer or metric searches the last image again.
+// Changing model, layer or metric searches the last image again; coming back does not.
 export async function show(state) {
-  if (last) await run(state, last);
+  if (last && settingsKey(state) !== lastKey) await run(state, last);
 }

@@ -15,6 +15,13 @@ let buckets = new Map();
 let hovered = -1;
 let frame = 0;
 let loadedKey = null;
+let request = 0;
+
+// Twenty distinct colours, then evenly spread hues for larger class counts.
+function colour(i) {
+  if (i < PALETTE.length) return PALETTE[i];
+  return `hsl(${(i * 137.508) % 360}, 65%, ${i % 2 ? 40 : 58}%)`;
+}
 
 function screen(i, canvas) {
   const pad = 20;
@@ -77,7 +84,7 @@ function legend(labels) {
     const li = document.createElement("li");
     const swatch = document.createElement("span");
     swatch.className = "swatch";
-    swatch.style.background = PALETTE[i % PALETTE.length];
+    swatch.style.background = colour(i);
     li.append(swatch, document.createTextNode(label));
     return li;
   });
@@ -91,6 +98,7 @@ export function init(state) {
     event.preventDefault();
     const [sx, sy] = position(event);
     const factor = event.deltaY < 0 ? 1.2 : 1 / 1.2;
+    if (view.scale * factor < 0.2 || view.scale * factor > 200) return;
     view.dx = sx - (sx - view.dx) * factor;
     view.dy = sy - (sy - view.dy) * factor;
     view.scale *= factor;
@@ -116,7 +124,7 @@ export function init(state) {
     const img = tip.querySelector("img");
     const src = thumb(data.ids[i], 128);
     if (img.getAttribute("src") !== src) img.setAttribute("src", src);
-    tip.querySelector("span").textContent = data.labels[i];
+    tip.querySelector("span").textContent = data.labels[i] || "(no class)";
     tip.style.left = `${event.offsetX + 14}px`;
     tip.style.top = `${event.offsetY + 14}px`;
     tip.hidden = false;
@@ -141,11 +149,16 @@ export function init(state) {
 
 export async function show(state) {
   const key = `${state.collection.id}|${state.featureSet}`;
-  $("map-title").textContent = `${state.featureSet}: computing the map…`;
   if (key !== loadedKey) {
+    $("map-title").textContent = `${state.featureSet}: computing the map…`;
+    const mine = ++request;
     const got = await get(`/api/collections/${state.collection.id}/map`, { feature_set: state.featureSet });
+    if (mine !== request) return; // a newer choice was made meanwhile
     const names = [...new Set(got.labels)].sort();
-    got.colours = got.labels.map((label) => PALETTE[names.indexOf(label) % PALETTE.length]);
+    got.colours = got.labels.map((label) => colour(names.indexOf(label)));
+    if (!loadedKey || loadedKey.split("|")[0] !== key.split("|")[0]) {
+      Object.assign(view, { scale: 1, dx: 0, dy: 0 }); // another collection: start whole
+    }
     data = got;
     loadedKey = key;
     hovered = -1;

@@ -208,3 +208,39 @@ def test_live_search_by_upload_and_a_refused_url(page: Any, tmp_path: Path) -> N
     not_image.write_text("<script>alert(1)</script>")
     page.set_input_files("#file", str(not_image))
     page.wait_for_function("document.querySelector('#error').textContent.includes('not an image')")
+
+
+def test_model_explorer_from_a_shared_link(page: Any, server: str) -> None:
+    page.goto(f"{server}/#explore/tiny/block")
+    page.locator("#model-list tbody tr.chosen").wait_for()
+    assert page.locator("#model-list tbody tr.chosen td").first.inner_text() == "tiny"
+    assert page.locator("#layer-table tbody tr.chosen td").nth(1).inner_text() == "block"
+    tiles = page.locator("#channel-grid .channel")
+    assert tiles.count() == 16  # the layer's channels (fewer than 30)
+    tiles.nth(2).click()
+    page.wait_for_function("location.hash === '#explore/tiny/block/2'")
+    big = page.locator("#channel-big")
+    page.wait_for_function("document.querySelector('#channel-big').naturalWidth > 0",
+                           timeout=120_000)
+    assert big.is_visible()
+    page.locator("#channel-top .card").first.wait_for(timeout=60_000)
+    assert page.locator("#channel-top .card").count() == 9
+    page.wait_for_function("document.querySelector('#channel-top img').naturalWidth > 0")
+    _shot(page, "explorer")
+    page.click("#layer-table tbody tr[data-layer='head_act']")
+    page.wait_for_function("location.hash === '#explore/tiny/head_act'")
+    assert page.locator("#channel-grid .channel").count() == 30
+
+
+def test_why_similar_from_a_search_result(page: Any) -> None:
+    page.locator("#results .result").first.wait_for()
+    page.locator("#results .why-button").nth(1).click()
+    modal = page.locator("#why")
+    modal.wait_for(state="visible")
+    page.wait_for_function("document.querySelector('#why-query').naturalWidth > 0")
+    page.wait_for_function("document.querySelector('#why-result-cam').naturalWidth > 0")
+    assert "cosine similarity" in page.locator("#why-title").inner_text()
+    assert page.locator("#why-query-classes li").count() == 5
+    _shot(page, "why")
+    page.keyboard.press("Escape")
+    modal.wait_for(state="hidden")

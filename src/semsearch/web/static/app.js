@@ -135,6 +135,7 @@ async function start() {
   $("pooling").addEventListener("change", () => { pickFeatureSet("pooling"); refresh(); });
   $("metric").addEventListener("change", (event) => { state.metric = event.target.value; refresh(); });
   $("advanced-toggle").addEventListener("change", (event) => { $("advanced").hidden = !event.target.checked; });
+  window.addEventListener("hashchange", () => { if (explore.readHash()) switchView("explore"); });
   const explorerLink = explore.readHash();
   if (explorerLink) switchView("explore"); // a shared link to a model, layer or channel
 

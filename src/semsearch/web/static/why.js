@@ -35,9 +35,9 @@ export async function openWhy(state, queryId, hit) {
     classes(mine, $("why-query-classes"));
     classes(theirs, $("why-result-classes"));
     $("why-query-cam").src = `/api/images/${queryId}/cam?model=${model}&class_index=${mine[0].index}`;
-    $("why-query-cam").title = `where ${model} sees "${mine[0].name}"`;
+    $("why-query-cam-caption").textContent = `where ${model} sees "${mine[0].name}"`;
     $("why-result-cam").src = `/api/images/${hit.id}/cam?model=${model}&class_index=${theirs[0].index}`;
-    $("why-result-cam").title = `where ${model} sees "${theirs[0].name}"`;
+    $("why-result-cam-caption").textContent = `where ${model} sees "${theirs[0].name}"`;
   } catch (error) {
     modal.hidden = true;
     showError(error.message);

@@ -73,16 +73,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="folder or image file")
     _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", "expand_k", "batch_size",
                       "workers", *_RUN_FLAGS))
+    p.add_argument("--text", action="store_true",
+                   help="also keep the class probabilities that search by words reads")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=cmd_index)
 
-    p = command("search", help="find the images nearest to a query image")
-    p.add_argument("query", help="an image file (indexed or not) or an indexed id (N or id:N)")
+    p = command("search", help="find the images nearest to a query image, or to words")
+    p.add_argument("query", help="an image file (indexed or not), an indexed id (N or id:N), "
+                   "or words (\"red sports car\")")
+    p.add_argument("--text", action="store_true",
+                   help="take the query as words even if a file or id has that name")
     p.add_argument("-k", "--k", dest="k", default=None, metavar="K",
                    help="number of results (default 10)")
     _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", "expand_k", *_RUN_FLAGS))
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.set_defaults(run=cmd_search)
+
+    p = command("tags", help="the words that best describe an indexed image")
+    p.add_argument("image", help="an indexed image file, or its id")
+    p.add_argument("-n", dest="count", type=int, default=5, help="how many words (default 5)")
+    _add_settings(p, ("db", "model", *_RUN_FLAGS))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_tags)
 
     p = command("compare", help="score models x layers x poolings x metrics on a labeled "
                 "folder (one sub-folder per class)")
@@ -233,6 +245,10 @@ def cmd_index(args: argparse.Namespace, config: Config) -> int:
         bar = _Bar(not args.quiet, "indexing")
         try:
             report = session.index(root, feature_set=_chosen(args, session), progress=bar)
+            if args.text:
+                from semsearch.textsearch import index_text
+
+                index_text(session, root, progress=bar)
         finally:
             bar.close()
     if args.json:
@@ -249,7 +265,16 @@ def cmd_index(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _is_text(query: str) -> bool:
+    """Gives whether a query means words: not an existing file, and not an image id."""
+    text = query.strip()
+    number = text[3:] if text.startswith("id:") else text
+    return not os.path.exists(text) and not (number.isascii() and number.isdigit())
+
+
 def cmd_search(args: argparse.Namespace, config: Config) -> int:
+    if args.text or _is_text(args.query):
+        return _search_text(args, config)
     chosen = any(getattr(args, name) is not None
                  for name in ("model", "layer", "pool", "adapter"))
     with _session(config) as session:
@@ -265,6 +290,44 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
     for hit in result.hits:
         print(f"{hit.rank:4d}  {hit.score * 100:5.1f}%  d={hit.distance:<10.4g} "
               f"{hit.label:<20s} {hit.path}")
+    return 0
+
+
+def _search_text(args: argparse.Namespace, config: Config) -> int:
+    from semsearch.textsearch import search_text, text_feature_set
+
+    with _session(config) as session:
+        result = search_text(session, args.query, k=config.k)
+        source = text_feature_set(session)
+    if args.json:
+        _print_json({"query": result.query, "mode": "text", "feature_set": str(source),
+                     "embed_ms": result.embed_ms, "search_ms": result.search_ms,
+                     "hits": [{"rank": h.rank, "image_id": h.image.id, "path": h.image.path,
+                               "label": h.image.label, "score": h.score}
+                              for h in result.hits]})
+        return 0
+    print(f"words \"{result.query}\"  [{source} via class names, embed "
+          f"{result.embed_ms:.0f} ms, search {result.search_ms:.1f} ms]")
+    for hit in result.hits:
+        print(f"{hit.rank:4d}  {hit.score:6.3f}  {hit.image.label:<20s} {hit.image.path}")
+    return 0
+
+
+def cmd_tags(args: argparse.Namespace, config: Config) -> int:
+    from semsearch.textsearch import image_tags
+
+    with _session(config) as session:
+        query = session.search_service().resolve(args.image)
+        image_id = getattr(query, "image_id", None)
+        if image_id is None:
+            raise ConfigError(f"{args.image} is not indexed (or changed since); index its "
+                              "folder with --text first")
+        tags = image_tags(session, image_id, k=args.count)
+    if args.json:
+        _print_json([asdict(tag) for tag in tags])
+        return 0
+    for tag in tags:
+        print(f"{tag.score:6.3f}  {tag.word}")
     return 0
 
 

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from semsearch.config import Config
 from semsearch.errors import FeatureSetError, NotIndexedError
@@ -30,6 +30,9 @@ from semsearch.models.runtime import Backbone, load_backbone
 from semsearch.pooling import check_pooling
 from semsearch.search import SearchResult, SearchService
 from semsearch.store import AdapterRecord, FeatureSetRecord, Store
+
+if TYPE_CHECKING:
+    from semsearch.text import TextModel
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class Session:
         self._lock = threading.RLock()
         self._backbones: dict[tuple[str, tuple[str, ...]], Backbone] = {}
         self._networks: dict[str, tuple[Any, threading.Lock]] = {}
+        self._text: TextModel | None = None
 
     def close(self) -> None:
         self.store.close()
@@ -158,6 +162,15 @@ class Session:
                                           "torch weights (lite0, lite1, lite2)")
                 self._networks[model] = (spec.build(), threading.Lock())
             return self._networks[model]
+
+    def text_model(self) -> TextModel:
+        """Gives the sentence model and the class embeddings (loaded once, when first used)."""
+        with self._lock:
+            if self._text is None:
+                from semsearch.text import TextModel
+
+                self._text = TextModel()
+            return self._text
 
     def spec(self, name: str) -> ModelSpec:
         """Gives a registered model's spec, or that of a user's `onnx:PATH` model."""

@@ -265,6 +265,31 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
         return _search_json(search_bytes(c, data, feature_set=body.feature_set,
                                          metric=body.metric, k=body.k))
 
+    @app.get("/api/collections/{cid}/search/text", summary="Search by words (zero-shot, "
+             "through the classifier's class names)")
+    def search_by_text(cid: int, q: str = Query(..., max_length=1000),
+                       k: int = Query(15, ge=1, le=MAX_K)) -> dict[str, Any]:
+        from semsearch.textsearch import index_text, search_text, text_feature_set
+
+        c = collection(cid)
+        index_text(sess, c.root)  # class probabilities of new images only
+        result = search_text(sess, q, k=k, root=c.root)
+        return {"query": result.query, "feature_set": f"{text_feature_set(sess)} (words)",
+                "metric": "cosine", "weighted_p15": None,
+                "embed_ms": round(result.embed_ms, 2), "search_ms": round(result.search_ms, 2),
+                "hits": [{"rank": h.rank, "id": h.image.id,
+                          "label": c.label(h.image.path) or "", "name": Path(h.image.path).name,
+                          "distance": 1 - h.score, "similarity": round(100 * max(h.score, 0), 2),
+                          "score": h.score, "same_class": None} for h in result.hits]}
+
+    @app.get("/api/images/{image_id}/tags", summary="Words that describe an image")
+    def tags(image_id: int, k: int = Query(5, ge=1, le=50)) -> list[dict[str, Any]]:
+        from semsearch.textsearch import image_tags, index_text
+
+        record = sess.store.image(image_id)
+        index_text(sess, record.path)
+        return [asdict(tag) for tag in image_tags(sess, image_id, k)]
+
     # -- evaluations and maps -----------------------------------------------------------------
 
     @app.get("/api/collections/{cid}/evaluations", summary="Comparison runs of a collection")

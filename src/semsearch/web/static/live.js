@@ -1,5 +1,5 @@
 // Live search: an uploaded, dropped or pasted image, or an image URL.
-import { clearError, post, showError } from "./api.js";
+import { clearError, get, post, showError } from "./api.js";
 import { renderQuery, renderResults } from "./results.js";
 import { selectImage } from "./app.js";
 
@@ -16,7 +16,9 @@ async function run(state, what) {
   const params = { k: state.k, metric: state.metric };
   if (state.featureSet) params.feature_set = state.featureSet;
   let result;
-  if (what.kind === "file") {
+  if (what.kind === "text") {
+    result = await get(`${base}/text`, { q: what.text, k: state.k });
+  } else if (what.kind === "file") {
     if (preview) URL.revokeObjectURL(preview);
     preview = URL.createObjectURL(what.file);
     result = await post(`${base}/upload`, what.file, params, what.file.type || "application/octet-stream");
@@ -26,7 +28,8 @@ async function run(state, what) {
   last = what;
   lastKey = settingsKey(state);
   renderQuery($("live-query"), {
-    title: what.kind === "file" ? what.file.name || "pasted image" : what.url,
+    title: what.kind === "file" ? what.file.name || "pasted image"
+      : what.kind === "text" ? `“${result.query}”` : what.url,
     imageSrc: what.kind === "file" ? preview : null, label: null, result,
   });
   renderResults($("live-results"), result.hits, (id) => selectImage(id, { view: "search" }));
@@ -56,6 +59,12 @@ export function init(state) {
     if (state.view !== "live") return;
     const item = [...event.clipboardData.items].find((entry) => entry.type.startsWith("image/"));
     if (item) guard(run(state, { kind: "file", file: item.getAsFile() }));
+  });
+  $("text-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = $("text-query").value.trim();
+    if (text) guard(run(state, { kind: "text", text }));
+    else showError("Type one or more words to search by.");
   });
   $("url-form").addEventListener("submit", (event) => {
     event.preventDefault();

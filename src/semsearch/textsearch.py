@@ -1,0 +1,124 @@
+"""Text queries and tags over the catalogue: the images' class probabilities (the `probs`
+layer of the configured model, kept as a feature set) turned into text-space vectors
+(semsearch.text) and matched with a query in words."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from semsearch.errors import NotIndexedError
+from semsearch.featureset import FeatureSet
+from semsearch.indexing import Progress, index_folder
+from semsearch.models.network import PROBS
+from semsearch.session import Session
+from semsearch.store import FeatureSetRecord, ImageRecord
+from semsearch.text import Tag, check_query, class_names, class_probabilities, conse, tags_for
+
+_cache: dict[tuple[int, int, str], tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] = {}
+_cache_lock = threading.Lock()
+
+
+def text_feature_set(session: Session) -> FeatureSet:
+    """Gives the feature set whose vectors text search reads: the configured model's (or
+    composite's) class probabilities."""
+    model = session.plain_feature_set().model
+    for part in model.split("+"):
+        if session.spec(part).classifier is None:
+            raise NotIndexedError(f"{part} has no classifier, so text search cannot use it; "
+                                  "use --model lite0, lite1 or lite2")
+    return FeatureSet(model, PROBS, "avg")
+
+
+def index_text(session: Session, root: str, progress: Progress | None = None) -> int:
+    """Brings the class probabilities of the images under root up to date (embedding only
+    what is new); gives how many were embedded."""
+    extractor = session.extractor(text_feature_set(session))
+    report = index_folder(session.store, extractor, root, batch_size=session.config.batch_size,
+                          workers=session.config.workers, progress=progress)
+    return report.embedded
+
+
+def _record(session: Session) -> FeatureSetRecord:
+    fs = text_feature_set(session)
+    try:
+        return session.store.feature_set(fs, session.input_key(fs))
+    except NotIndexedError:
+        raise NotIndexedError("nothing is indexed for text search yet; run `semsearch index "
+                              "FOLDER --text` (or search a collection in the web app)") from None
+
+
+def text_vectors(session: Session, root: str = os.sep
+                 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Gives (image ids, text-space vectors) of the images under root, cached until their
+    class probabilities change."""
+    record = _record(session)
+    key = (record.id, session.store.version(record.id), root)
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key]
+    ids, probs = session.store.vectors_under(record.id, root)
+    vectors = conse(class_probabilities(probs), session.text_model().classes())
+    with _cache_lock:
+        _cache[key] = (ids, vectors)
+    return ids, vectors
+
+
+@dataclass(frozen=True)
+class TextHit:
+    rank: int
+    image: ImageRecord
+    score: float  # cosine similarity of the query and the image's text vector
+
+
+@dataclass(frozen=True)
+class TextResult:
+    query: str
+    hits: list[TextHit]
+    embed_ms: float
+    search_ms: float
+
+
+def search_text(session: Session, query: str, *, k: int = 10,
+                root: str = os.sep) -> TextResult:
+    """Gives the k images under root whose text vectors are nearest the words."""
+    text = check_query(query)
+    started = time.perf_counter()
+    model = session.text_model()
+    q = model.embed([text])[0]
+    embedded = time.perf_counter()
+    ids, vectors = text_vectors(session, root)
+    scores = vectors @ q
+    order = np.argsort(-scores)
+    hits: list[TextHit] = []
+    for start in range(0, len(order), 4 * k):
+        chunk = order[start:start + 4 * k]
+        images = session.store.images(ids[chunk])
+        for i in chunk:
+            image = images.get(int(ids[i]))
+            if image is not None and os.path.isfile(image.path):
+                hits.append(TextHit(len(hits) + 1, image, float(scores[i])))
+                if len(hits) == k:
+                    break
+        if len(hits) == k:
+            break
+    done = time.perf_counter()
+    return TextResult(text, hits, (embedded - started) * 1000, (done - embedded) * 1000)
+
+
+def image_tags(session: Session, image_id: int, k: int = 5) -> list[Tag]:
+    """Gives the k words nearest an indexed image's text vector."""
+    record = _record(session)
+    vector = session.store.vector(record.id, image_id)
+    if vector is None:
+        session.store.image(image_id)  # an unknown id says so
+        raise NotIndexedError(f"image {image_id} has no class probabilities yet; index its "
+                              "folder with --text")
+    model = session.text_model()
+    text_vector = conse(class_probabilities(vector[None, :]), model.classes())[0]
+    return tags_for(text_vector, model.classes(), class_names(), k)

@@ -1,0 +1,122 @@
+"""Search by words: query checks, the ConSE mix, and (with the bundled sentence model and real
+weights) text search, tags, the CLI and the API on a real dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.conftest import dataset
+
+from semsearch.errors import QueryError
+from semsearch.text import CLASSES, check_query, class_probabilities, conse, tags_for
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t"])
+def test_empty_queries_are_refused(text: str) -> None:
+    with pytest.raises(QueryError, match="empty"):
+        check_query(text)
+
+
+def test_long_queries_are_refused_and_spaces_folded() -> None:
+    with pytest.raises(QueryError, match="too long"):
+        check_query("word " * 41)
+    with pytest.raises(QueryError, match="too long"):
+        check_query("x" * 301)
+    assert check_query("  cat   on a\\tsofa ".replace("\\t", "\t")) == "cat on a sofa"
+
+
+def test_conse_mixes_the_top_classes_by_probability() -> None:
+    rng = np.random.default_rng(0)
+    classes = rng.normal(size=(CLASSES, 8)).astype(np.float32)
+    classes /= np.linalg.norm(classes, axis=1, keepdims=True)
+    p = np.zeros((2, CLASSES), np.float32)
+    p[0, [3, 7, 9]] = [0.6, 0.3, 0.1]
+    p[1, 5] = 1.0
+    vectors = conse(p, classes, top=2)
+    expected = 0.6 * classes[3] + 0.3 * classes[7]  # class 9 is third: left out
+    np.testing.assert_allclose(vectors[0], expected / np.linalg.norm(expected), rtol=1e-5)
+    np.testing.assert_allclose(vectors[1], classes[5], rtol=1e-5)
+    names = [[f"word{i}"] for i in range(CLASSES)]
+    tags = tags_for(vectors[1], classes, names, k=3)
+    assert tags[0].word == "word5" and tags[0].score == pytest.approx(1.0)
+
+
+def test_composite_probabilities_are_averaged() -> None:
+    a = np.zeros(CLASSES, np.float32)
+    a[1] = 1.0
+    b = np.zeros(CLASSES, np.float32)
+    b[1], b[2] = 0.6, 0.8  # a unit-length part, as a composite stores it
+    joined = np.concatenate([a, b])[None] / np.sqrt(2)
+    mixed = class_probabilities(joined)[0]
+    assert mixed[1] == pytest.approx((1 + 0.6 / 1.4) / 2)
+    assert mixed[2] == pytest.approx((0.8 / 1.4) / 2) and mixed.sum() == pytest.approx(1)
+    with pytest.raises(QueryError, match="not class probabilities"):
+        class_probabilities(np.ones((1, 10), np.float32))
+
+
+@pytest.fixture(scope="module")
+def text_catalogue(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path):  # type: ignore[no-untyped-def]
+    from semsearch.config import resolve
+    from semsearch.session import Session
+    from semsearch.textsearch import index_text
+
+    root = dataset("iconic200")
+    tmp = tmp_path_factory.mktemp("text")
+    config = resolve({"db": str(tmp / "t.db"), "cache_dir": str(cache_dir), "model": "lite0",
+                      "expand_k": 0}, env={})
+    with Session(config) as session:
+        session.index(str(root))
+        index_text(session, str(root))
+        yield session, root
+
+
+@pytest.mark.real
+def test_words_find_their_images(text_catalogue) -> None:  # type: ignore[no-untyped-def]
+    from semsearch.textsearch import image_tags, search_text
+
+    session, root = text_catalogue
+    bananas = search_text(session, "banana", k=10).hits
+    assert sum(hit.image.label == "banana" for hit in bananas) >= 8
+    phrase = search_text(session, "a big green tractor on a farm field", k=10).hits
+    assert sum(hit.image.label == "tractor" for hit in phrase) >= 6
+    odd = search_text(session, "zxqvbn blorft", k=5)  # unknown words: still an answer
+    assert len(odd.hits) == 5
+    record = session.store.image_by_path(str(root / "banana" / "191.jpg"))
+    tags = image_tags(session, record.id)
+    assert tags[0].word == "banana" and len(tags) == 5
+    with pytest.raises(QueryError, match="empty"):
+        search_text(session, "   ")
+
+
+@pytest.mark.real
+def test_cli_and_api_take_words(text_catalogue, capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
+                                no_config_file: None) -> None:
+    from fastapi.testclient import TestClient
+
+    from semsearch.cli import main
+    from semsearch.web.app import create_app
+
+    session, root = text_catalogue
+    common = ["--db", str(session.store.path), "--cache-dir", str(session.cache_dir),
+              "--model", "lite0", "--json"]
+    assert main(["search", "yellow banana", *common]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["mode"] == "text" and out["hits"][0]["label"] == "banana"
+    assert main(["search", "", "--text", *common]) == 1
+    assert "empty" in capsys.readouterr().err
+    tractor = sorted((root / "tractor").iterdir())[0]
+    assert main(["tags", str(tractor), *common]) == 0
+    assert "tractor" in capsys.readouterr().out
+    client = TestClient(create_app(session.config, session=session,
+                                   allowed_hosts=("testserver",)))
+    cid = session.store.collections()[0][0]
+    result = client.get(f"/api/collections/{cid}/search/text", params={"q": "banana", "k": 5})
+    assert result.status_code == 200 and result.json()["hits"][0]["label"] == "banana"
+    assert client.get(f"/api/collections/{cid}/search/text", params={"q": " "}).status_code == 422
+    assert client.get(f"/api/collections/{cid}/search/text",
+                      params={"q": "w " * 100}).status_code == 422
+    image_id = result.json()["hits"][0]["id"]
+    assert client.get(f"/api/images/{image_id}/tags").json()[0]["word"] == "banana"

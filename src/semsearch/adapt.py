@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
-from semsearch.errors import EvaluationError
-from semsearch.evaluate import Scores, evaluate
+from semsearch.errors import EvaluationError, FeatureSetError, NotIndexedError
+from semsearch.evaluate import Scores, evaluate, evaluate_relevance
 from semsearch.expansion import l2_normalize, project
 from semsearch.features import adapted_input_key
 from semsearch.featureset import FeatureSet, check_adapter_name
@@ -70,21 +70,30 @@ class TrainSettings:
 
 
 def train_projection(vectors: Vectors, classes: npt.NDArray[np.int64],
-                     settings: TrainSettings) -> tuple[Vectors, float]:
-    """Gives a (dim_in x dim) projection learned from labeled vectors, and the last loss."""
+                     settings: TrainSettings, targets: Vectors | None = None
+                     ) -> tuple[Vectors, float]:
+    """Gives a (dim_in x dim) projection learned from labeled vectors, and the last loss.
+    The proxies are learned, or, with `targets` (one vector per class, e.g. the sentence
+    embeddings of the class names), fixed to them: the projection then maps images into
+    the targets' space."""
     import torch
 
     generator = torch.Generator().manual_seed(settings.seed)
     x = torch.from_numpy(l2_normalize(vectors))
     y = torch.from_numpy(np.asarray(classes, dtype=np.int64))
     n, dim_in = x.shape
-    dim = min(settings.dim, dim_in)
+    dim = min(settings.dim, dim_in) if targets is None else targets.shape[1]
     weights = torch.nn.Parameter(torch.empty(dim_in, dim))
     with torch.no_grad():
         torch.nn.init.orthogonal_(weights, generator=generator)
-    proxies = torch.nn.Parameter(torch.randn(int(y.max()) + 1, dim, generator=generator))
-    optimizer = torch.optim.AdamW([weights, proxies], lr=settings.lr,
-                                  weight_decay=settings.weight_decay)
+    proxies: torch.Tensor
+    if targets is None:
+        proxies = torch.nn.Parameter(torch.randn(int(y.max()) + 1, dim, generator=generator))
+        trained = [weights, proxies]
+    else:
+        proxies = torch.from_numpy(l2_normalize(targets))
+        trained = [weights]
+    optimizer = torch.optim.AdamW(trained, lr=settings.lr, weight_decay=settings.weight_decay)
     batch = min(n, settings.batch)
     steps_per_epoch = math.ceil(n / batch)
     loss = torch.tensor(0.0)
@@ -100,6 +109,27 @@ def train_projection(vectors: Vectors, classes: npt.NDArray[np.int64],
             loss.backward()
             optimizer.step()
     return weights.detach().numpy().astype(np.float32), float(loss.detach())
+
+
+def _text_before_after(session: Session, root: str, ids: npt.NDArray[np.int64],
+                       adapted: Vectors, labels: list[str], names: npt.NDArray[np.str_],
+                       targets: Vectors, k: int) -> tuple[Scores | None, Scores]:
+    """Gives search by class names among the held-out images: zero-shot (ConSE, when the
+    model has a classifier), and with the text adapter."""
+    from semsearch.textsearch import index_text, text_vectors
+
+    present = sorted(set(labels))
+    rows = [int(np.flatnonzero(names == label)[0]) for label in present]
+    after = _text_scores(targets[rows], adapted, labels, present, k)
+    try:
+        index_text(session, root)
+        all_ids, zero_shot = text_vectors(session, root)
+    except (NotIndexedError, FeatureSetError):
+        return None, after  # no classifier: nothing to compare with
+    position = {int(i): n for n, i in enumerate(all_ids)}
+    before = _text_scores(targets[rows], zero_shot[[position[int(i)] for i in ids]], labels,
+                          present, k)
+    return before, after
 
 
 @dataclass(frozen=True)
@@ -118,12 +148,29 @@ class AdaptResult:
     report: IndexReport
 
 
+def folder_words(folder: str) -> str:
+    """Gives a class folder's name as words (`water_lilly` -> "water lilly")."""
+    return " ".join(folder.replace("_", " ").replace("-", " ").split()).lower()
+
+
+def _text_scores(queries: Vectors, vectors: Vectors, labels: list[str], words: list[str],
+                 k: int) -> Scores:
+    """Gives text-to-image retrieval scores: each class's words as a query, the images of
+    that class relevant."""
+    order = np.argsort(-(queries @ l2_normalize(vectors).T), axis=1)
+    rel = np.asarray(labels)[order] == np.asarray(words)[:, None]
+    return evaluate_relevance(rel, words, k).overall
+
+
 def adapt(session: Session, root: str, name: str, *, heldout: float = 0.3,
-          settings: TrainSettings | None = None,
+          settings: TrainSettings | None = None, text: bool = False,
           progress: Progress | None = None) -> AdaptResult:
     """Learns an adapter for the configured feature set from a labeled folder (class =
     folder name), stores it and the folder's adapted vectors, and gives the held-out
-    evaluation."""
+    evaluation. With `text`, the adapter maps images into the sentence model's space, the
+    folder names' embeddings as fixed targets, so words search the adapted vectors; it is
+    evaluated as search by the class names among the held-out images, against zero-shot
+    search by words on the same images."""
     settings = settings or TrainSettings()
     check_adapter_name(name)
     if not 0 <= heldout <= 0.9:
@@ -152,22 +199,30 @@ def adapt(session: Session, root: str, name: str, *, heldout: float = 0.3,
     held = split_per_class(paths, labels, heldout, settings.seed, contents=shas)
     train = ~held
     started = time.perf_counter()
-    weights, loss = train_projection(vectors[train], classes[train], settings)
+    targets = session.text_model().embed([folder_words(n) for n in names]) if text else None
+    weights, loss = train_projection(vectors[train], classes[train], settings, targets)
     seconds = time.perf_counter() - started
     # Measured on held-out images of classes with two or more held out: a query alone in
     # its class has nothing to find.
     held_counts = Counter(label for label, h in zip(labels, held, strict=True) if h)
     measured = held & np.array([held_counts[label] >= 2 for label in labels], dtype=bool)
     before = after = None
-    if len({label for label, m in zip(labels, measured, strict=True) if m}) >= 2:
+    if len({label for label, m in zip(labels, measured, strict=True) if m}) >= (
+            1 if text else 2):
         metric = session.metric("cosine")
         measured_labels = [label for label, m in zip(labels, measured, strict=True) if m]
-        before = evaluate(l2_normalize(vectors[measured]), measured_labels, metric,
-                          config.k).overall
-        after = evaluate(project(vectors[measured], weights), measured_labels, metric,
-                         config.k).overall
+        if targets is None:
+            before = evaluate(l2_normalize(vectors[measured]), measured_labels, metric,
+                              config.k).overall
+            after = evaluate(project(vectors[measured], weights), measured_labels, metric,
+                             config.k).overall
+        else:
+            before, after = _text_before_after(session, root_path, ids[measured],
+                                               project(vectors[measured], weights),
+                                               measured_labels, names, targets, config.k)
 
-    info = {"root": report.root, "classes": names.tolist(), "trained_on": int(train.sum()),
+    info = {"root": report.root, "classes": names.tolist(), "text": text,
+            "trained_on": int(train.sum()),
             "heldout_ids": ids[held].tolist(), "heldout_fraction": heldout,
             "settings": asdict(settings), "final_loss": loss, "train_seconds": seconds,
             "before": asdict(before) if before else None,

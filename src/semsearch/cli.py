@@ -132,6 +132,9 @@ def _parser() -> argparse.ArgumentParser:
                    "(default 128)")
     p.add_argument("--epochs", type=int, default=300, help="training epochs (default 300)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
+    p.add_argument("--text", action="store_true",
+                   help="map images into the sentence model's space from the folder names, so "
+                        "that words (search \"...\" --adapter NAME) find them")
     _add_settings(p, ("db", "model", "layer", "pool", "flat_max_dims", "batch_size", "workers",
                       *_RUN_FLAGS))
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -297,8 +300,9 @@ def _search_text(args: argparse.Namespace, config: Config) -> int:
     from semsearch.textsearch import search_text, text_feature_set
 
     with _session(config) as session:
-        result = search_text(session, args.query, k=config.k)
-        source = text_feature_set(session)
+        result = search_text(session, args.query, k=config.k, adapter=config.adapter)
+        source = (f"adapter {config.adapter}" if config.adapter
+                  else str(text_feature_set(session)))
     if args.json:
         _print_json({"query": result.query, "mode": "text", "feature_set": str(source),
                      "embed_ms": result.embed_ms, "search_ms": result.search_ms,
@@ -396,7 +400,8 @@ def cmd_adapt(args: argparse.Namespace, config: Config) -> int:
         bar = _Bar(not args.quiet, "embedding")
         try:
             result = adapt(session, _path_argument(args.path), args.name,
-                           heldout=args.heldout, settings=settings, progress=bar)
+                           heldout=args.heldout, settings=settings, text=args.text,
+                           progress=bar)
         finally:
             bar.close()
     if args.json:
@@ -417,7 +422,13 @@ def cmd_adapt(args: argparse.Namespace, config: Config) -> int:
           f"{result.heldout} held out")
     for item in result.report.failed:
         print(f"  skipped {item.path}: {item.reason}")
-    if result.before and result.after:
+    if result.after and args.text:
+        a = result.after
+        b_map = f"{result.before.map:.3f}" if result.before else "n/a (no classifier)"
+        print(f"  held-out search by the class names (among {result.measured} held-out "
+              f"images): mAP zero-shot {b_map} -> adapted {a.map:.3f}, "
+              f"P@{config.k} {a.precision_at_k:.3f}")
+    elif result.before and result.after:
         b, a = result.before, result.after
         print(f"  held-out retrieval (cosine, among {result.measured} held-out images of "
               "classes with two or more held out):")

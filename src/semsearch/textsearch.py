@@ -4,6 +4,7 @@ layer of the configured model, kept as a feature set) turned into text-space vec
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from semsearch.errors import NotIndexedError
+from semsearch.errors import FeatureSetError, NotIndexedError
 from semsearch.featureset import FeatureSet
 from semsearch.indexing import Progress, index_folder
 from semsearch.models.network import PROBS
@@ -84,15 +85,30 @@ class TextResult:
     search_ms: float
 
 
-def search_text(session: Session, query: str, *, k: int = 10,
-                root: str = os.sep) -> TextResult:
-    """Gives the k images under root whose text vectors are nearest the words."""
+def adapted_text_vectors(session: Session, adapter: str, root: str = os.sep
+                         ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Gives (image ids, vectors) of the images under root in a text adapter's space
+    (`semsearch adapt --text`): its projection of their features."""
+    record = session.store.adapter(adapter)
+    if not json.loads(record.info).get("text"):
+        raise FeatureSetError(f"adapter {adapter} was not trained for words; train one with "
+                              "`semsearch adapt FOLDER --name NAME --text`")
+    fs = record.base.adapted(adapter)
+    stored = session.store.feature_set(fs, session.input_key(fs))
+    return session.store.vectors_under(stored.id, root)
+
+
+def search_text(session: Session, query: str, *, k: int = 10, root: str = os.sep,
+                adapter: str | None = None) -> TextResult:
+    """Gives the k images under root whose text vectors are nearest the words: zero-shot,
+    or in a text adapter's space."""
     text = check_query(query)
     started = time.perf_counter()
     model = session.text_model()
     q = model.embed([text])[0]
     embedded = time.perf_counter()
-    ids, vectors = text_vectors(session, root)
+    ids, vectors = (adapted_text_vectors(session, adapter, root) if adapter
+                    else text_vectors(session, root))
     scores = vectors @ q
     order = np.argsort(-scores)
     hits: list[TextHit] = []

@@ -54,9 +54,9 @@ def test_training_never_sees_held_out_images(tiny_session: Session, labeled: Pat
     seen: list[np.ndarray] = []
     real_train = adapt_module.train_projection
 
-    def spy(vectors, classes, settings):  # type: ignore[no-untyped-def]
+    def spy(vectors, classes, settings, targets=None):  # type: ignore[no-untyped-def]
         seen.append(vectors.copy())
-        return real_train(vectors, classes, settings)
+        return real_train(vectors, classes, settings, targets)
 
     monkeypatch.setattr(adapt_module, "train_projection", spy)
     result = adapt(tiny_session, str(labeled), "mine", heldout=0.34, settings=FAST)
@@ -193,3 +193,20 @@ def test_retraining_never_leaves_a_stale_index_in_use(tiny_session: Session, lab
     # Other weights: the old set goes, and so do its index files.
     adapt(session, str(labeled), "r", settings=replace(FAST, seed=7))
     assert list(folder.glob("*.json")) == []
+
+
+def test_text_adapter_maps_images_to_their_folder_names(tiny_session: Session,
+                                                        labeled: Path) -> None:
+    from semsearch.text import CLASSES  # noqa: F401 - the sentence model is needed
+
+    result = adapt(tiny_session, str(labeled), "words", settings=replace(FAST, epochs=80),
+                   text=True)
+    assert result.adapter.weights.shape[1] == 384 and result.after is not None
+    assert result.before is None  # the tiny network has no ImageNet classifier to compare
+    from semsearch.textsearch import search_text
+
+    hits = search_text(tiny_session, "class1", k=6, adapter="words").hits
+    assert len(hits) == 6
+    with pytest.raises(FeatureSetError, match="not trained for words"):
+        adapt(tiny_session, str(labeled), "plain", settings=FAST)
+        search_text(tiny_session, "class1", adapter="plain")

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
-from semsearch.errors import EvaluationError, FeatureSetError, NotIndexedError
+from semsearch.errors import EvaluationError, FeatureSetError, NotIndexedError, QueryError
 from semsearch.evaluate import Scores, evaluate, evaluate_relevance
 from semsearch.expansion import l2_normalize, project
 from semsearch.features import adapted_input_key
@@ -124,8 +124,8 @@ def _text_before_after(session: Session, root: str, ids: npt.NDArray[np.int64],
     try:
         index_text(session, root)
         all_ids, zero_shot = text_vectors(session, root)
-    except (NotIndexedError, FeatureSetError):
-        return None, after  # no classifier: nothing to compare with
+    except (NotIndexedError, FeatureSetError, QueryError):
+        return None, after  # no ImageNet classifier: nothing to compare with
     position = {int(i): n for n, i in enumerate(all_ids)}
     before = _text_scores(targets[rows], zero_shot[[position[int(i)] for i in ids]], labels,
                           present, k)

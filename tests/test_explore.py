@@ -59,7 +59,10 @@ def test_channel_images_are_cached(tiny_session: Session) -> None:
     assert Image.open(first.path).size == (48, 48)
     other = channel_image(tiny_session, "tiny", "block", 2, replace(FAST, steps=3))
     assert other.path != first.path  # every setting is part of the key
-    first.path.with_suffix(".json").write_text("{broken")
+    for damage in ("{broken", '{"activation": null}', "[]"):
+        first.path.with_suffix(".json").write_text(damage)
+        assert not channel_image(tiny_session, "tiny", "block", 2, FAST).cached
+    first.path.write_bytes(first.path.read_bytes()[:60])  # a truncated picture
     assert not channel_image(tiny_session, "tiny", "block", 2, FAST).cached
     with pytest.raises(QueryError, match="16 channels"):
         channel_image(tiny_session, "tiny", "block", 16, FAST)
@@ -96,7 +99,7 @@ def test_top_activating_images(tiny_session: Session, photos: Path) -> None:
     assert Image.open(io.BytesIO(png)).size == (32, 32)
 
 
-@pytest.mark.parametrize("pooling", ["avg", "gem", "gem4", "max"])
+@pytest.mark.parametrize("pooling", ["avg", "gem", "gem1", "gem4", "max"])
 def test_similarity_shares_add_up_to_the_cosine(tiny_session: Session, photos: Path,
                                                 pooling: str) -> None:
     a, b = str(photos / "class0" / "img00.png"), str(photos / "class1" / "img01.png")
@@ -135,11 +138,19 @@ def test_explorer_routes(tiny_session: Session, photos: Path) -> None:
     client = TestClient(app)
     cid = tiny_session.store.collections()[0][0]
     url = "/api/models/tiny/layers/block/channels/3/image"
-    assert client.get(url, params={"render": "false", "steps": 2}).status_code == 404
-    made = client.get(url, params={"steps": 2})
+    assert client.get(url, params={"render": "false"}).status_code == 404
+    # Another site's page (an <img> tag, say) cannot make the server render.
+    assert client.get(url, headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    _, lock = tiny_session.network("tiny")
+    with lock:  # a render is running: the page is told to come back, no thread waits
+        busy = client.get(url)
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "3"
+    made = client.get(url)
     assert made.status_code == 200 and made.headers["content-type"] == "image/png"
+    assert made.headers["x-render-cached"] == "no"
     assert float(made.headers["x-render-cpu-seconds"]) >= 0
-    assert client.get(url, params={"render": "false", "steps": 2}).status_code == 200
+    again = client.get(url, params={"render": "false"})
+    assert again.status_code == 200 and again.headers["x-render-cached"] == "yes"
     assert client.get("/api/models/tiny/layers/block/channels/99/image").status_code == 422
     top = client.get(f"/api/collections/{cid}/top",
                      params={"model": "tiny", "layer": "block", "channel": 3, "k": 4}).json()

@@ -269,10 +269,15 @@ def cmd_index(args: argparse.Namespace, config: Config) -> int:
 
 
 def _is_text(query: str) -> bool:
-    """Gives whether a query means words: not an existing file, and not an image id."""
+    """Gives whether a query means words: not an existing file, not an image id, and not
+    written like a file name (a slash, or an image suffix: a mistyped path is an error)."""
+    from semsearch.images import is_supported
+
     text = query.strip()
     number = text[3:] if text.startswith("id:") else text
-    return not os.path.exists(text) and not (number.isascii() and number.isdigit())
+    looks_like_a_file = os.sep in text or is_supported(text)
+    return not (os.path.exists(text) or looks_like_a_file
+                or (number.isascii() and number.isdigit()))
 
 
 def cmd_search(args: argparse.Namespace, config: Config) -> int:

@@ -15,7 +15,7 @@ from semsearch.errors import FeatureSetError
 POOLINGS = ("avg", "max", "gem", "flat")
 GEM_DEFAULT_P = 3.0
 GEM_MAX_P = 16.0
-_GEM_EPS = 1e-6
+GEM_EPS = 1e-6
 
 
 def gem_exponent(method: str) -> float | None:
@@ -89,7 +89,7 @@ def pool(maps: npt.NDArray[np.float32], method: str) -> npt.NDArray[np.float32]:
         # One image at a time, in float32: a batch of early-layer maps is large.
         out = np.empty(x.shape[:2], dtype=np.float32)
         for i in range(n):
-            clamped = np.maximum(x[i], np.float32(_GEM_EPS))
+            clamped = np.maximum(x[i], np.float32(GEM_EPS))
             top = clamped.max(axis=(1, 2), keepdims=True)
             mean = np.power(clamped / top, np.float32(gem_p)).mean(axis=(1, 2), dtype=np.float64)
             out[i] = np.power(mean, 1.0 / gem_p) * top[:, 0, 0]

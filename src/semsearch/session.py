@@ -24,6 +24,7 @@ from semsearch.images import check_name
 from semsearch.index.catalog import IndexCatalog, IndexStatus
 from semsearch.index.exact import Metric
 from semsearch.indexing import IndexReport, Progress, index_folder
+from semsearch.models.network import LayerInfo
 from semsearch.models.onnx_file import is_onnx_name, onnx_spec
 from semsearch.models.registry import ModelRegistry, ModelSpec, default_registry, input_key
 from semsearch.models.runtime import Backbone, load_backbone
@@ -52,6 +53,9 @@ class CatalogueInfo:
     feature_sets: list[FeatureSetInfo]
 
 
+_BACKBONES_KEPT = 4
+
+
 class Session:
     """Everything one command or one server works with. Close it when done."""
 
@@ -70,6 +74,7 @@ class Session:
         self._backbones: dict[tuple[str, tuple[str, ...]], Backbone] = {}
         self._networks: dict[str, tuple[Any, threading.Lock]] = {}
         self._text: TextModel | None = None
+        self._tables: dict[str, list[LayerInfo]] = {}
 
     def close(self) -> None:
         self.store.close()
@@ -142,14 +147,28 @@ class Session:
         return self._extractors[key]
 
     def backbone(self, model: str, layers: Sequence[str]) -> Backbone:
-        """Gives a (cached) backbone of one model that yields the given layers in one pass."""
+        """Gives a backbone of one model that yields the given layers in one pass. The few
+        used last are kept (each holds an ONNX Runtime session and its memory)."""
         key = (model, tuple(layers))
         with self._lock:
-            if key not in self._backbones:
-                self._backbones[key] = load_backbone(
-                    self.spec(model), list(layers), runtime=self.config.runtime,
-                    cache_dir=self.cache_dir, threads=self.config.threads)
-            return self._backbones[key]
+            backbone = self._backbones.pop(key, None)
+            if backbone is None:
+                backbone = load_backbone(self.spec(model), list(layers),
+                                         runtime=self.config.runtime, cache_dir=self.cache_dir,
+                                         threads=self.config.threads)
+            self._backbones[key] = backbone  # most recently used last
+            while len(self._backbones) > _BACKBONES_KEPT:
+                self._backbones.pop(next(iter(self._backbones)))
+            return backbone
+
+    def layer_table(self, model: str) -> list[LayerInfo]:
+        """Gives a model's layers (worked out once per session)."""
+        from semsearch.models.summary import layers
+
+        with self._lock:
+            if model not in self._tables:
+                self._tables[model] = layers(self.registry, model, self.config.onnx_input())
+            return self._tables[model]
 
     def network(self, model: str) -> tuple[Any, threading.Lock]:
         """Gives a registered model's torch network (built once) and the lock to hold while
@@ -160,6 +179,10 @@ class Session:
                 if spec.onnx_path is not None:
                     raise FeatureSetError(f"{model} is an ONNX file; this needs a model with "
                                           "torch weights (lite0, lite1, lite2)")
+                if self.config.threads:
+                    import torch
+
+                    torch.set_num_threads(self.config.threads)
                 self._networks[model] = (spec.build(), threading.Lock())
             return self._networks[model]
 

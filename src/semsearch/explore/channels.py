@@ -1,24 +1,27 @@
 """What a channel responds to: its feature visualization (rendered once, cached on disk), the
-images of a collection that excite it most, and where in an image it fires."""
+images of a collection that excite it most (worked out in memory, never written to the
+catalogue), and where in an image it fires."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
+from PIL import Image
 
 from semsearch.atomic import write_bytes_atomically
-from semsearch.collections import Collection
-from semsearch.errors import NotIndexedError, QueryError
+from semsearch.collections import Collection, collection_images
+from semsearch.errors import BadImageError, NotIndexedError, QueryError, SemsearchError
 from semsearch.explore.heatmap import overlay, png
 from semsearch.explore.visualize import RenderSettings, render_channel
 from semsearch.features import decode_input
-from semsearch.featureset import FeatureSet
-from semsearch.indexing import index_folder
-from semsearch.models.summary import layers as layer_table
+from semsearch.pooling import pool
 from semsearch.session import Session
 from semsearch.store import ImageRecord
 
@@ -40,40 +43,64 @@ def check_channel(session: Session, model: str, layer: str, channel: int) -> int
     """Gives the layer's channel count if `channel` is one of them, else raises."""
     from semsearch.models.network import find_layer
 
-    info = find_layer(layer_table(session.registry, model, session.config.onnx_input()),
-                      layer, model)
+    info = find_layer(session.layer_table(model), layer, model)
     if not 0 <= channel < info.channels:
         raise QueryError(f"{model} layer {layer} has {info.channels} channels (0 to "
                          f"{info.channels - 1}); there is no channel {channel}")
     return info.channels
 
 
+# Bumped when the rendering code changes what a picture looks like, so old ones are redone.
+RENDER_VERSION = 1
+
+
+class RenderBusy(SemsearchError):
+    """Another channel is being rendered; try again shortly."""
+
+
+def _cached(target: Path, info: Path) -> ChannelImage | None:
+    if not (target.is_file() and info.is_file()):
+        return None
+    try:
+        meta = json.loads(info.read_text())
+        with Image.open(target) as im:
+            im.verify()  # a truncated or damaged file is rendered again
+        return ChannelImage(target, float(meta["activation"]), float(meta["cpu_seconds"]),
+                            float(meta["seconds"]), True)
+    except (OSError, ValueError, KeyError, TypeError, SyntaxError):
+        return None
+
+
 def channel_image(session: Session, model: str, layer: str, channel: int,
-                  settings: RenderSettings | None = None, *, render: bool = True
-                  ) -> ChannelImage:
+                  settings: RenderSettings | None = None, *, render: bool = True,
+                  wait: bool = True) -> ChannelImage:
     """Gives the feature visualization of a channel from the disk cache (keyed by the
-    weights, layer, channel and every render setting), rendering it now if it is not there
-    and `render` allows (else NotIndexedError)."""
+    weights, layer, channel, every render setting and the rendering code's version),
+    rendering it now if it is not there and `render` allows (else NotIndexedError). One
+    render runs at a time per model; with `wait` false a busy model raises RenderBusy."""
     settings = settings or RenderSettings()
     check_channel(session, model, layer, channel)
     spec = session.spec(model)
     folder = (session.cache_dir / "channels" / f"{_slug(model)}-{spec.weights_id()[:12]}"
               / _slug(layer))
-    target = folder / f"{channel}-{settings.tag}.png"
+    target = folder / f"{channel}-v{RENDER_VERSION}-{settings.tag}.png"
     info = target.with_suffix(".json")
-    if target.is_file() and info.is_file():
-        try:
-            meta = json.loads(info.read_text())
-            return ChannelImage(target, float(meta["activation"]), float(meta["cpu_seconds"]),
-                                float(meta["seconds"]), True)
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged entry is rendered again
+    found = _cached(target, info)
+    if found is not None:
+        return found
     if not render:
         raise NotIndexedError(f"{model} {layer} channel {channel} is not rendered yet")
     net, lock = session.network(model)
-    with lock:
+    if not lock.acquire(blocking=wait):
+        raise RenderBusy("another channel is being rendered; try again in a few seconds")
+    try:
+        found = _cached(target, info)  # rendered by another request while this one waited
+        if found is not None:
+            return found
         rendering = render_channel(net, layer, channel, mean=spec.mean, std=spec.std,
                                    input_size=spec.preprocess.size, settings=settings)
+    finally:
+        lock.release()
     write_bytes_atomically(target, png(rendering.image))
     meta = {"activation": rendering.activation, "cpu_seconds": rendering.cpu_seconds,
             "seconds": rendering.seconds, "settings": asdict(settings)}
@@ -88,24 +115,69 @@ class TopImage:
     activation: float  # the channel's strongest response anywhere in the image
 
 
+_maxima: dict[tuple[str, str, str, str], tuple[list[int], npt.NDArray[np.float32]]] = {}
+_maxima_lock = threading.Lock()
+_MAXIMA_KEPT = 8
+
+
+def channel_maxima(session: Session, collection: Collection, model: str, layer: str
+                   ) -> tuple[list[int], npt.NDArray[np.float32]]:
+    """Gives (image ids, images x channels) of every channel's maximum over the layer's map,
+    for the collection's images. Worked out in memory and kept until the collection's files
+    change; nothing is written to the catalogue."""
+    images = collection_images(session.store, collection)
+    digest = hashlib.sha256("".join(f"{r.id}:{r.sha256};" for r in images).encode()).hexdigest()
+    key = (model, layer, collection.root, digest)
+    with _maxima_lock:
+        if key in _maxima:
+            return _maxima[key]
+        backbone = session.backbone(model, [layer])
+        spec = session.spec(model)
+        ids: list[int] = []
+        rows: list[npt.NDArray[np.float32]] = []
+        batch: list[npt.NDArray[np.uint8]] = []
+        pending: list[int] = []
+
+        def flush() -> None:
+            if batch:
+                maps = backbone.run(np.stack(batch))[layer]
+                rows.append(pool(maps, "max"))
+                ids.extend(pending)
+                batch.clear()
+                pending.clear()
+
+        for record in images:
+            try:
+                pixels, _ = decode_input(spec, session.config.max_pixels, record.path)
+            except BadImageError:
+                continue  # changed or gone since indexing: left out
+            batch.append(pixels)
+            pending.append(record.id)
+            if len(batch) == _TOP_BATCH:
+                flush()
+        flush()
+        result = (ids, np.concatenate(rows) if rows else np.zeros((0, 0), np.float32))
+        _maxima[key] = result
+        while len(_maxima) > _MAXIMA_KEPT:
+            _maxima.pop(next(iter(_maxima)))
+        return result
+
+
+_TOP_BATCH = 8
+
+
 def top_activating(session: Session, collection: Collection, model: str, layer: str,
                    channel: int, k: int = 9) -> list[TopImage]:
     """Gives the collection's k images in which the channel fires most strongly (its maximum
-    over the map). The per-channel maxima are a feature set (`model@layer/max`) kept in the
-    catalogue, so this embeds only images not seen before."""
+    over the map)."""
     check_channel(session, model, layer, channel)
-    fs = FeatureSet(model, layer, "max")
-    extractor = session.extractor(fs)
-    index_folder(session.store, extractor, collection.root,
-                 batch_size=session.config.batch_size, workers=session.config.workers)
-    record = session.store.feature_set(fs, extractor.preprocessing)
-    ids, vectors = session.store.vectors_under(record.id, collection.root)
-    if not len(ids):
+    ids, maxima = channel_maxima(session, collection, model, layer)
+    if not ids:
         return []
-    order = np.argsort(-vectors[:, channel], kind="stable")[:k]
-    images = session.store.images(ids[order])
-    return [TopImage(images[int(ids[i])], float(vectors[i, channel])) for i in order
-            if int(ids[i]) in images]
+    order = np.argsort(-maxima[:, channel], kind="stable")[:k]
+    images = session.store.images(ids[i] for i in order)
+    return [TopImage(images[ids[i]], float(maxima[i, channel])) for i in order
+            if ids[i] in images]
 
 
 def activation_overlay(session: Session, source: str | bytes, model: str, layer: str,

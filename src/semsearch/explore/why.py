@@ -24,7 +24,7 @@ from semsearch.errors import FeatureSetError, QueryError
 from semsearch.explore.heatmap import overlay
 from semsearch.features import decode_input
 from semsearch.featureset import FeatureSet
-from semsearch.pooling import GEM_DEFAULT_P, gem_exponent
+from semsearch.pooling import GEM_EPS, gem_exponent
 from semsearch.session import Session
 
 _GRID = 64  # maps of a composite's models are resampled to this grid before adding
@@ -47,7 +47,7 @@ def _exponent(pooling: str) -> float | None:
     p = gem_exponent(pooling)
     if p is None:
         raise FeatureSetError(f"similarity maps need avg, max or gem pooling, not {pooling}")
-    return p if p else GEM_DEFAULT_P
+    return p
 
 
 def share_map(maps: npt.NDArray[np.float32], other: npt.NDArray[np.float64],
@@ -63,7 +63,8 @@ def share_map(maps: npt.NDArray[np.float32], other: npt.NDArray[np.float64],
         shares = np.zeros(h * w)
         np.add.at(shares, flat.argmax(axis=1), other * v)
         return shares.reshape(h, w) / max(float(np.linalg.norm(v)), 1e-12), v
-    f = np.maximum(f, 1e-6) if p != 1.0 else f
+    if pooling != "avg":
+        f = np.maximum(f, GEM_EPS)  # GeM clamps as pooling does, gem1 included
     powered = f ** p
     v = powered.mean(axis=(1, 2)) ** (1.0 / p) if p != 1.0 else f.mean(axis=(1, 2))
     weight = other * np.where(v > 0, v, 1e-12) ** (1.0 - p)
@@ -72,12 +73,12 @@ def share_map(maps: npt.NDArray[np.float32], other: npt.NDArray[np.float64],
 
 
 def _resample(values: npt.NDArray[np.float64], size: int) -> npt.NDArray[np.float64]:
-    """Gives the map resampled to size x size, keeping its sum."""
+    """Gives the map resampled to size x size with the same sum: each cell scaled by the
+    area it covers, and the small difference interpolation leaves spread evenly."""
     image = Image.fromarray(values.astype(np.float32), mode="F").resize(
         (size, size), Image.Resampling.BILINEAR)
-    out = np.asarray(image, dtype=np.float64)
-    total = out.sum()
-    return out * (values.sum() / total) if abs(total) > 1e-12 else out
+    out = np.asarray(image, dtype=np.float64) * (values.size / (size * size))
+    return out + (values.sum() - out.sum()) / out.size
 
 
 def similarity_maps(session: Session, fs: FeatureSet, query: str | bytes,

@@ -9,11 +9,11 @@ import json
 import logging
 import os
 import threading
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -46,7 +46,7 @@ from semsearch.errors import (
     UnknownMetricError,
     UnknownModelError,
 )
-from semsearch.explore.visualize import RenderSettings
+from semsearch.explore.channels import RenderBusy
 from semsearch.featureset import FeatureSet
 from semsearch.index.exact import METRICS
 from semsearch.models.registry import ModelRegistry
@@ -128,6 +128,11 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
     @app.exception_handler(SemsearchError)
     async def domain_error(_request: Request, exc: SemsearchError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status_for(exc))
+
+    @app.exception_handler(RenderBusy)
+    async def busy(_request: Request, exc: RenderBusy) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503,
+                            headers={"Retry-After": "3"})
 
     @app.exception_handler(ValueError)
     async def value_error(_request: Request, exc: ValueError) -> JSONResponse:
@@ -266,7 +271,7 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
                                          metric=body.metric, k=body.k))
 
     @app.get("/api/collections/{cid}/search/text", summary="Search by words (zero-shot, "
-             "through the classifier's class names)")
+             "through the classifier's class names)", dependencies=[Depends(same_site)])
     def search_by_text(cid: int, q: str = Query(..., max_length=1000),
                        k: int = Query(15, ge=1, le=MAX_K)) -> dict[str, Any]:
         from semsearch.textsearch import index_text, search_text, text_feature_set
@@ -282,7 +287,8 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
                           "distance": 1 - h.score, "similarity": round(100 * max(h.score, 0), 2),
                           "score": h.score, "same_class": None} for h in result.hits]}
 
-    @app.get("/api/images/{image_id}/tags", summary="Words that describe an image")
+    @app.get("/api/images/{image_id}/tags", summary="Words that describe an image",
+             dependencies=[Depends(same_site)])
     def tags(image_id: int, k: int = Query(5, ge=1, le=50)) -> list[dict[str, Any]]:
         from semsearch.textsearch import image_tags, index_text
 
@@ -319,7 +325,7 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
                 "settings": json.loads(run.settings), "rows": out}
 
     @app.get("/api/collections/{cid}/map", summary="2-D map (UMAP) of a collection for a "
-             "feature set, computed once and cached")
+             "feature set, computed once and cached", dependencies=[Depends(same_site)])
     def collection_map(cid: int, feature_set: str | None = None) -> dict[str, Any]:
         from semsearch.explore.maps import collection_map as make
 
@@ -339,22 +345,21 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
     # -- model explorer -----------------------------------------------------------------------
 
     @app.get("/api/models/{name}/layers/{layer}/channels/{channel}/image",
-             summary="An image optimized to excite the channel (rendered once, then cached)",
-             response_class=Response)
-    def channel_picture(name: str, layer: str, channel: int,
-                        steps: int = Query(RenderSettings.steps, ge=1, le=2048),
-                        render: bool = True) -> Response:
+             summary="An image optimized to excite the channel (rendered once with the "
+             "default settings, then cached; 503 while another render runs)",
+             response_class=Response, dependencies=[Depends(same_site)])
+    def channel_picture(name: str, layer: str, channel: int, render: bool = True) -> Response:
         from semsearch.explore.channels import channel_image
 
-        made = channel_image(sess, name, layer, channel, replace(RenderSettings(), steps=steps),
-                             render=render)
+        made = channel_image(sess, name, layer, channel, render=render, wait=False)
         return Response(made.path.read_bytes(), media_type="image/png",
                         headers={"Cache-Control": "private, max-age=86400",
+                                 "X-Render-Cached": "yes" if made.cached else "no",
                                  "X-Render-CPU-Seconds": f"{made.cpu_seconds:.2f}",
                                  "X-Channel-Activation": f"{made.activation:.4g}"})
 
     @app.get("/api/collections/{cid}/top", summary="The collection's images that excite a "
-             "channel most")
+             "channel most", dependencies=[Depends(same_site)])
     def top(cid: int, model: str, layer: str, channel: int,
             k: int = Query(9, ge=1, le=100)) -> list[dict[str, Any]]:
         from semsearch.explore.channels import top_activating
@@ -365,7 +370,7 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
                 for t in top_activating(sess, c, model, layer, channel, k)]
 
     @app.get("/api/images/{image_id}/activation", summary="Where a channel fires in an image",
-             response_class=Response)
+             response_class=Response, dependencies=[Depends(same_site)])
     def activation(image_id: int, model: str, layer: str, channel: int) -> Response:
         from semsearch.explore.channels import activation_overlay
 
@@ -373,7 +378,8 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
         return Response(activation_overlay(sess, record.path, model, layer, channel),
                         media_type="image/png")
 
-    @app.get("/api/images/{image_id}/classes", summary="The model's top-5 ImageNet classes")
+    @app.get("/api/images/{image_id}/classes", summary="The model's top-5 ImageNet classes",
+             dependencies=[Depends(same_site)])
     def classes(image_id: int, model: str = "lite0") -> list[dict[str, Any]]:
         from semsearch.explore.why import top_classes
 
@@ -381,7 +387,7 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
         return [asdict(guess) for guess in top_classes(sess, model, record.path)]
 
     @app.get("/api/images/{image_id}/cam", summary="A class's activation map over the image",
-             response_class=Response)
+             response_class=Response, dependencies=[Depends(same_site)])
     def cam(image_id: int, class_index: int, model: str = "lite0") -> Response:
         from semsearch.explore.why import class_map
 
@@ -390,7 +396,8 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
                         media_type="image/png")
 
     @app.get("/api/why", summary="Why two indexed images match: the similarity and, per "
-             "image, a heatmap of where it comes from (PNG, base64)")
+             "image, a heatmap of where it comes from (PNG, base64)",
+             dependencies=[Depends(same_site)])
     def why(query: int, result: int, feature_set: str) -> dict[str, Any]:
         import base64
 
@@ -433,6 +440,13 @@ def check_query_size(data: bytes) -> None:
     if width * height > QUERY_MAX_PIXELS:
         raise BadImageError("query image", f"{width}x{height} is too large to decode safely "
                             f"(at most {QUERY_MAX_PIXELS // 1_000_000} megapixels)")
+
+
+def same_site(request: Request) -> None:
+    """Refuses (403) a request for costly work (rendering, embedding, writing caches) that
+    another site's page made, e.g. through an <img> tag: browsers say so in Sec-Fetch-Site."""
+    if request.headers.get("sec-fetch-site") not in (None, "same-origin", "none"):
+        raise HTTPException(403, "refusing a request sent by another site's page")
 
 
 def _cross_site(request: Request) -> bool:

@@ -19,7 +19,8 @@ function cell(text) {
 function writeHash() {
   const parts = ["explore", at.model, at.layer, at.channel].filter((p) => p !== null && p !== undefined);
   const hash = `#${parts.map((p) => encodeURIComponent(String(p))).join("/")}`;
-  if (window.location.hash !== hash) history.replaceState(null, "", hash);
+  // A new entry per choice, so Back steps back through model, layer and channel.
+  if (window.location.hash !== hash) history.pushState(null, "", hash);
 }
 
 export function readHash() {
@@ -27,7 +28,8 @@ export function readHash() {
   if (parts[0] !== "explore") return false;
   at.model = parts[1] || null;
   at.layer = parts[2] || null;
-  at.channel = parts[3] !== undefined && parts[3] !== "" ? Number.parseInt(parts[3], 10) : null;
+  const channel = Number.parseInt(parts[3] ?? "", 10);
+  at.channel = Number.isInteger(channel) && channel >= 0 ? channel : null;
   return true;
 }
 
@@ -81,13 +83,18 @@ function renderInto(figure, channel) {
     if (`${at.model}|${at.layer}` !== key) { resolve(); return; }
     const img = figure.querySelector("img");
     img.onload = () => { figure.classList.remove("busy", "missing"); figure.querySelector("figcaption").textContent = String(channel); resolve(); };
-    img.onerror = () => { figure.classList.add("failed"); resolve(); };
+    img.onerror = () => {
+      // Busy (another render) or failed: the tile can be tried again with a click.
+      figure.classList.remove("busy");
+      figure.querySelector("figcaption").textContent = `${channel} (click to retry)`;
+      resolve();
+    };
     img.src = channelUrl(channel);
   }));
 }
 
 function renderChannels() {
-  const layer = layers.find((l) => l.name === at.layer);
+  const layer = layers.find((l) => l.name === at.layer && l.height);
   if (!layer) {
     $("channel-title").textContent = "Channels: pick a layer with a spatial map";
     $("channel-grid").replaceChildren();
@@ -108,10 +115,17 @@ function renderChannels() {
     const caption = document.createElement("figcaption");
     caption.textContent = String(channel);
     figure.append(img, caption);
-    figure.addEventListener("click", () => { at.channel = channel; show(); });
+    figure.addEventListener("click", () => {
+      at.channel = channel;
+      if (figure.classList.contains("missing")) renderInto(figure, channel);
+      show();
+    });
     return figure;
   }));
+  shownGrid = `${at.model}|${at.layer}`;
 }
+
+let shownGrid = null;
 
 function renderMissing() {
   for (const figure of document.querySelectorAll("#channel-grid .channel.missing")) {
@@ -119,24 +133,29 @@ function renderMissing() {
   }
 }
 
+let detailRequest = 0;
+
 async function renderDetail(state) {
+  const mine = ++detailRequest;
   const box = $("channel-detail");
   if (at.channel === null || !at.layer) { box.hidden = true; return; }
   box.hidden = false;
   $("channel-detail-title").textContent = `${at.model} ${at.layer}, channel ${at.channel}`;
-  $("channel-big").src = channelUrl(at.channel);
+  $("channel-big").src = channelUrl(at.channel, false);
+  $("channel-big").onerror = () => {
+    // Not cached yet: the grid's queue renders it; show it when that is done.
+    setTimeout(() => { if (mine === detailRequest) $("channel-big").src = channelUrl(at.channel, false); }, 3000);
+  };
   const tile = document.querySelector(`#channel-grid .channel[data-channel="${at.channel}"]`);
-  if (tile && tile.classList.contains("missing")) {
-    $("channel-big").addEventListener("load", () => {
-      tile.classList.remove("missing");
-      tile.querySelector("img").src = channelUrl(at.channel);
-    }, { once: true });
+  if (tile && tile.classList.contains("missing") && !tile.classList.contains("busy")) {
+    renderInto(tile, at.channel);
   }
   if (!state.collection) { $("channel-top").replaceChildren(); return; }
   $("channel-collection").textContent = state.collection.name;
   $("channel-top").replaceChildren(document.createTextNode("finding the images that excite it…"));
   const top = await get(`/api/collections/${state.collection.id}/top`,
     { model: at.model, layer: at.layer, channel: at.channel, k: 9 });
+  if (mine !== detailRequest) return; // another channel was chosen meanwhile
   $("channel-top").replaceChildren(...top.map((item) => {
     const figure = document.createElement("figure");
     figure.className = "card clickable";
@@ -168,12 +187,16 @@ async function show() {
     layers = await get(`/api/models/${encodeURIComponent(at.model)}/layers`);
     layers.model = at.model;
   }
-  if (at.layer && !layers.some((l) => l.name === at.layer)) {
-    showError(`${at.model} has no layer ${at.layer}`);
+  if (at.layer && !layers.some((l) => l.name === at.layer && l.height)) {
+    showError(`${at.model} has no layer ${at.layer} with channel maps to show`);
     at.layer = null;
+    at.channel = null;
   }
   renderLayers();
-  renderChannels();
+  if (shownGrid !== `${at.model}|${at.layer}`) renderChannels(); // not on a channel click
+  for (const tile of document.querySelectorAll("#channel-grid .channel")) {
+    tile.classList.toggle("chosen", Number(tile.dataset.channel) === at.channel);
+  }
   await renderDetail(state);
 }
 

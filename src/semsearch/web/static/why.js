@@ -17,28 +17,34 @@ function classifierModel(featureSet) {
   return model.startsWith("onnx:") ? "lite0" : model;
 }
 
+let request = 0;
+
 export async function openWhy(state, queryId, hit) {
+  const mine = ++request;
   const modal = $("why");
   for (const id of ["why-query", "why-result", "why-query-cam", "why-result-cam"]) $(id).removeAttribute("src");
   $("why-title").textContent = "Why similar? computing…";
   modal.hidden = false;
   try {
     const result = await get("/api/why", { query: queryId, result: hit.id, feature_set: state.featureSet });
+    if (mine !== request) return; // another "why?" was opened meanwhile
     $("why-title").textContent = `Why similar? ${result.feature_set}: cosine similarity ${(result.similarity * 100).toFixed(1)}%`;
     $("why-query").src = result.query_png;
     $("why-result").src = result.result_png;
     $("why-query-caption").textContent = "query";
     $("why-result-caption").textContent = `result ${hit.rank}: ${hit.name}`;
     const model = classifierModel(result.feature_set);
-    const [mine, theirs] = await Promise.all([
+    const [ours, theirs] = await Promise.all([
       get(`/api/images/${queryId}/classes`, { model }), get(`/api/images/${hit.id}/classes`, { model })]);
-    classes(mine, $("why-query-classes"));
+    if (mine !== request) return;
+    classes(ours, $("why-query-classes"));
     classes(theirs, $("why-result-classes"));
-    $("why-query-cam").src = `/api/images/${queryId}/cam?model=${model}&class_index=${mine[0].index}`;
-    $("why-query-cam-caption").textContent = `where ${model} sees "${mine[0].name}"`;
+    $("why-query-cam").src = `/api/images/${queryId}/cam?model=${model}&class_index=${ours[0].index}`;
+    $("why-query-cam-caption").textContent = `where ${model} sees "${ours[0].name}"`;
     $("why-result-cam").src = `/api/images/${hit.id}/cam?model=${model}&class_index=${theirs[0].index}`;
     $("why-result-cam-caption").textContent = `where ${model} sees "${theirs[0].name}"`;
   } catch (error) {
+    if (mine !== request) return;
     modal.hidden = true;
     showError(error.message);
   }

@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
                    "or words (\"red sports car\")")
     p.add_argument("--text", action="store_true",
                    help="take the query as words even if a file or id has that name")
+    p.add_argument("--focus", default=None, metavar="CLASS",
+                   help="similar with respect to one class (an ImageNet class name, or words "
+                        "near one): e.g. --focus cat")
     p.add_argument("-k", "--k", dest="k", default=None, metavar="K",
                    help="number of results (default 10)")
     _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", "expand_k", *_RUN_FLAGS))
@@ -282,7 +285,11 @@ def _is_text(query: str) -> bool:
 
 def cmd_search(args: argparse.Namespace, config: Config) -> int:
     if args.text or _is_text(args.query):
+        if args.focus:
+            raise ConfigError("--focus applies to an image query, not to words")
         return _search_text(args, config)
+    if args.focus:
+        return _search_focused(args, config)
     chosen = any(getattr(args, name) is not None
                  for name in ("model", "layer", "pool", "adapter"))
     with _session(config) as session:
@@ -317,6 +324,29 @@ def _search_text(args: argparse.Namespace, config: Config) -> int:
         return 0
     print(f"words \"{result.query}\"  [{source} via class names, embed "
           f"{result.embed_ms:.0f} ms, search {result.search_ms:.1f} ms]")
+    for hit in result.hits:
+        print(f"{hit.rank:4d}  {hit.score:6.3f}  {hit.image.label:<20s} {hit.image.path}")
+    return 0
+
+
+def _search_focused(args: argparse.Namespace, config: Config) -> int:
+    from semsearch.focus import focused_search
+
+    chosen = any(getattr(args, name) is not None
+                 for name in ("model", "layer", "pool", "adapter"))
+    with _session(config) as session:
+        query = session.search_service().resolve(args.query)
+        record = session.indexed_feature_set(_chosen(args, session) if chosen else None)
+        result = focused_search(session, query, record, args.focus, k=config.k)
+    if args.json:
+        _print_json({"query": result.query, "focus": asdict(result.focus),
+                     "feature_set": result.feature_set, "seconds": result.seconds,
+                     "hits": [{"rank": h.rank, "image_id": h.image.id, "path": h.image.path,
+                               "label": h.image.label, "score": h.score}
+                              for h in result.hits]})
+        return 0
+    print(f"query {result.query}  [{result.feature_set}, focus on \"{result.focus.name}\" "
+          f"(class {result.focus.index}), {result.seconds * 1000:.0f} ms]")
     for hit in result.hits:
         print(f"{hit.rank:4d}  {hit.score:6.3f}  {hit.image.label:<20s} {hit.image.path}")
     return 0

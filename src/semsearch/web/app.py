@@ -244,9 +244,11 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
 
     @app.get("/api/collections/{cid}/search", summary="Search by an indexed image's id")
     def search_by_id(cid: int, image_id: int, feature_set: str | None = None,
-                     metric: str | None = None,
-                     k: int = Query(15, ge=1, le=MAX_K)) -> dict[str, Any]:
+                     metric: str | None = None, k: int = Query(15, ge=1, le=MAX_K),
+                     focus: str | None = Query(None, max_length=300)) -> dict[str, Any]:
         c = collection(cid)
+        if focus:
+            return _focused_json(sess, c, image_id, feature_set, focus, k)
         return _search_json(search_collection(sess, c, KnownImageQuery(image_id),
                                               feature_set=feature_set, metric=metric, k=k))
 
@@ -497,6 +499,25 @@ def _search_json(result: CollectionSearch) -> dict[str, Any]:
                   "same_class": h.same_class}
                  for h in result.hits],
     }
+
+
+def _focused_json(sess: Session, c: Collection, image_id: int, feature_set: str | None,
+                  focus: str, k: int) -> dict[str, Any]:
+    from semsearch.focus import focused_search
+
+    record = resolve_feature_set(sess, c, feature_set)
+    result = focused_search(sess, KnownImageQuery(image_id), record, focus, k=k,
+                            within=c.root)
+    label = c.label(sess.store.image(image_id).path)
+    return {"query": result.query, "query_label": label,
+            "feature_set": f"{result.feature_set}, focus on {result.focus.name}",
+            "metric": "cosine", "weighted_p15": None, "embed_ms": 0.0,
+            "search_ms": round(result.seconds * 1000, 2),
+            "hits": [{"rank": h.rank, "id": h.image.id, "label": c.label(h.image.path) or "",
+                      "name": Path(h.image.path).name, "distance": 1 - h.score,
+                      "similarity": round(100 * max(h.score, 0), 2), "score": h.score,
+                      "same_class": (c.label(h.image.path) == label) if label else None}
+                     for h in result.hits]}
 
 
 async def _read_capped(request: Request, limit: int) -> bytes:

@@ -19,6 +19,7 @@ export const state = {
   featureSet: null, // name of the chosen feature set
   metric: null,
   k: 15,
+  focus: "",
   view: "search",
 };
 

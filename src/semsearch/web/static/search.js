@@ -57,6 +57,7 @@ export async function show(state) {
   const image = state.images.find((item) => item.id === state.selected);
   const result = await get(`/api/collections/${state.collection.id}/search`, {
     image_id: state.selected, feature_set: state.featureSet, metric: state.metric, k: state.k,
+    focus: state.focus,
   });
   if (mine !== request) return; // a newer selection has been made meanwhile
   renderQuery($("query"), {

@@ -210,3 +210,27 @@ def test_text_adapter_maps_images_to_their_folder_names(tiny_session: Session,
     with pytest.raises(FeatureSetError, match="not trained for words"):
         adapt(tiny_session, str(labeled), "plain", settings=FAST)
         search_text(tiny_session, "class1", adapter="plain")
+
+
+def test_text_adapter_from_captions(tiny_session: Session, labeled: Path,
+                                    tmp_path: Path) -> None:
+    from semsearch.adapt import read_captions
+    from semsearch.errors import ConfigError
+
+    rows = ["path,caption"] + [
+        f"{p.relative_to(labeled)},a picture of {'sunny' if 'class0' in str(p) else 'rainy'} "
+        f"weather number {i % 3}" for i, p in enumerate(sorted(labeled.glob("*/*.png")))]
+    (tmp_path / "captions.csv").write_text("\n".join(rows) + "\n")
+    captions = read_captions(str(tmp_path / "captions.csv"), str(labeled))
+    assert len(captions) == 18 and all(Path(p).is_file() for p in captions)
+    result = adapt(tiny_session, str(labeled), "captioned", settings=replace(FAST, epochs=40),
+                   captions=captions)
+    assert result.adapter.weights.shape[1] == 384
+    assert result.heldout >= 4 and result.after is not None
+    info = json.loads(result.adapter.info)
+    assert info["text"] is True and len(info["heldout_ids"]) == result.heldout
+    (tmp_path / "bad.csv").write_text("only-one-column\n")
+    with pytest.raises(ConfigError, match="expected `path,caption`"):
+        read_captions(str(tmp_path / "bad.csv"), str(labeled))
+    with pytest.raises(ConfigError, match="cannot read captions"):
+        read_captions(str(tmp_path / "missing.csv"), str(labeled))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -18,7 +19,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
-from semsearch.errors import EvaluationError, FeatureSetError, NotIndexedError, QueryError
+from semsearch.errors import (
+    ConfigError,
+    EvaluationError,
+    FeatureSetError,
+    NotIndexedError,
+    QueryError,
+)
 from semsearch.evaluate import Scores, evaluate, evaluate_relevance
 from semsearch.expansion import l2_normalize, project
 from semsearch.features import adapted_input_key
@@ -162,22 +169,56 @@ def _text_scores(queries: Vectors, vectors: Vectors, labels: list[str], words: l
     return evaluate_relevance(rel, words, k).overall
 
 
+def read_captions(csv_path: str, root: str) -> dict[str, str]:
+    """Gives {real path: caption} from a CSV of `path,caption` rows (a header row is
+    optional; relative paths are relative to root). Raises ConfigError on a malformed file."""
+    import csv
+
+    captions: dict[str, str] = {}
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as fh:
+            for number, row in enumerate(csv.reader(fh), start=1):
+                if not row or (number == 1 and [c.strip().lower() for c in row[:2]] == [
+                        "path", "caption"]):
+                    continue
+                if len(row) < 2 or not row[0].strip() or not row[1].strip():
+                    raise ConfigError(f"{csv_path} line {number}: expected `path,caption`")
+                path = os.path.realpath(os.path.join(root, row[0].strip()))
+                captions[path] = " ".join(row[1].split())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read captions from {csv_path}: {exc}") from None
+    if not captions:
+        raise ConfigError(f"{csv_path} has no `path,caption` rows")
+    return captions
+
+
 def adapt(session: Session, root: str, name: str, *, heldout: float = 0.3,
           settings: TrainSettings | None = None, text: bool = False,
+          captions: dict[str, str] | None = None,
           progress: Progress | None = None) -> AdaptResult:
     """Learns an adapter for the configured feature set from a labeled folder (class =
     folder name), stores it and the folder's adapted vectors, and gives the held-out
     evaluation. With `text`, the adapter maps images into the sentence model's space, the
-    folder names' embeddings as fixed targets, so words search the adapted vectors; it is
-    evaluated as search by the class names among the held-out images, against zero-shot
-    search by words on the same images."""
+    folder names' embeddings as fixed targets (or, given `captions` {path: caption}, each
+    image's caption's), so words search the adapted vectors; it is evaluated as search by
+    the class names (captions) among the held-out images, against zero-shot search by words
+    on the same images."""
     settings = settings or TrainSettings()
     check_adapter_name(name)
     if not 0 <= heldout <= 0.9:
         raise EvaluationError(f"the held-out fraction must be from 0 to 0.9, not {heldout}")
     if settings.dim < 2 or settings.epochs < 1:
         raise EvaluationError("the projection needs at least 2 dimensions and 1 epoch")
-    root_path, labels_by_path = labeled_files(root)  # refused before any embedding
+    if captions is not None:
+        text = True
+        root_path = os.path.realpath(root)
+        labels_by_path = {path: caption for path, caption in captions.items()
+                          if path.startswith(root_path.rstrip(os.sep) + os.sep)}
+        if len(set(labels_by_path.values())) < 2:
+            raise EvaluationError(f"the captions name fewer than two different texts for "
+                                  f"images under {root_path}")
+    else:
+        root_path, labels_by_path = labeled_files(root)  # refused before any embedding
     base = session.plain_feature_set()
     extractor = session.extractor(base)
     config = session.config
@@ -196,16 +237,23 @@ def adapt(session: Session, root: str, name: str, *, heldout: float = 0.3,
         raise EvaluationError(f"only {len(ids)} image(s) in {len(names)} class(es) of "
                               f"{root_path} could be embedded; adapting needs two classes")
     shas = [by_id[int(i)].sha256 for i in ids]
-    held = split_per_class(paths, labels, heldout, settings.seed, contents=shas)
+    if captions is not None:
+        # Captions are mostly one per image: hold out a fraction of all images instead, and
+        # measure each held-out caption finding its own image among the held-out ones.
+        held = split_per_class(paths, [""] * len(paths), heldout, settings.seed, contents=shas)
+    else:
+        held = split_per_class(paths, labels, heldout, settings.seed, contents=shas)
     train = ~held
     started = time.perf_counter()
-    targets = session.text_model().embed([folder_words(n) for n in names]) if text else None
+    words = [str(n) if captions is not None else folder_words(str(n)) for n in names]
+    targets = session.text_model().embed(words) if text else None
     weights, loss = train_projection(vectors[train], classes[train], settings, targets)
     seconds = time.perf_counter() - started
     # Measured on held-out images of classes with two or more held out: a query alone in
     # its class has nothing to find.
     held_counts = Counter(label for label, h in zip(labels, held, strict=True) if h)
-    measured = held & np.array([held_counts[label] >= 2 for label in labels], dtype=bool)
+    measured = held & np.array([held_counts[label] >= (1 if captions is not None else 2)
+                                for label in labels], dtype=bool)
     before = after = None
     if len({label for label, m in zip(labels, measured, strict=True) if m}) >= (
             1 if text else 2):

@@ -138,6 +138,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--text", action="store_true",
                    help="map images into the sentence model's space from the folder names, so "
                         "that words (search \"...\" --adapter NAME) find them")
+    p.add_argument("--captions", default=None, metavar="CSV",
+                   help="with --text: learn from a CSV of path,caption rows instead of folder "
+                        "names (paths relative to PATH)")
     _add_settings(p, ("db", "model", "layer", "pool", "flat_max_dims", "batch_size", "workers",
                       *_RUN_FLAGS))
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -434,9 +437,15 @@ def cmd_adapt(args: argparse.Namespace, config: Config) -> int:
     with _session(config, create=True) as session:
         bar = _Bar(not args.quiet, "embedding")
         try:
-            result = adapt(session, _path_argument(args.path), args.name,
-                           heldout=args.heldout, settings=settings, text=args.text,
-                           progress=bar)
+            root = _path_argument(args.path)
+            captions = None
+            if args.captions:
+                from semsearch.adapt import read_captions
+
+                captions = read_captions(args.captions, root)
+            result = adapt(session, root, args.name, heldout=args.heldout,
+                           settings=settings, text=args.text or captions is not None,
+                           captions=captions, progress=bar)
         finally:
             bar.close()
     if args.json:
@@ -457,7 +466,7 @@ def cmd_adapt(args: argparse.Namespace, config: Config) -> int:
           f"{result.heldout} held out")
     for item in result.report.failed:
         print(f"  skipped {item.path}: {item.reason}")
-    if result.after and args.text:
+    if result.after and (args.text or args.captions):
         a = result.after
         b_map = f"{result.before.map:.3f}" if result.before else "n/a (no classifier)"
         print(f"  held-out search by the class names (among {result.measured} held-out "

@@ -68,4 +68,13 @@ export async function show(state) {
   });
   renderResults($("results"), result.hits, (id) => selectImage(id),
     (hit) => openWhy(state, state.selected, hit));
+  // Words for the query image, when the model has an ImageNet classifier (quietly absent
+  // otherwise: they are extra, not the result).
+  get(`/api/images/${state.selected}/tags`).then((tags) => {
+    if (mine !== request) return;
+    const line = document.createElement("div");
+    line.className = "muted tags";
+    line.textContent = `tags: ${tags.map((t) => t.word).join(", ")}`;
+    $("query").querySelector(".query-info")?.append(line);
+  }).catch(() => {});
 }

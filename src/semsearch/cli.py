@@ -318,16 +318,23 @@ def _search_text(args: argparse.Namespace, config: Config) -> int:
         result = search_text(session, args.query, k=config.k, adapter=config.adapter)
         source = (f"adapter {config.adapter}" if config.adapter
                   else str(text_feature_set(session)))
+    return _print_scored(args, result.hits, {
+        "query": result.query, "mode": "text", "feature_set": str(source),
+        "embed_ms": result.embed_ms, "search_ms": result.search_ms},
+        f"words \"{result.query}\"  [{source} via class names, embed {result.embed_ms:.0f} "
+        f"ms, search {result.search_ms:.1f} ms]")
+
+
+def _print_scored(args: argparse.Namespace, hits: Sequence[Any], head: dict[str, Any],
+                  title: str) -> int:
+    """Prints hits that have a rank, an image record and a score, as JSON or lines."""
     if args.json:
-        _print_json({"query": result.query, "mode": "text", "feature_set": str(source),
-                     "embed_ms": result.embed_ms, "search_ms": result.search_ms,
-                     "hits": [{"rank": h.rank, "image_id": h.image.id, "path": h.image.path,
-                               "label": h.image.label, "score": h.score}
-                              for h in result.hits]})
+        _print_json({**head, "hits": [{"rank": h.rank, "image_id": h.image.id,
+                                       "path": h.image.path, "label": h.image.label,
+                                       "score": h.score} for h in hits]})
         return 0
-    print(f"words \"{result.query}\"  [{source} via class names, embed "
-          f"{result.embed_ms:.0f} ms, search {result.search_ms:.1f} ms]")
-    for hit in result.hits:
+    print(title)
+    for hit in hits:
         print(f"{hit.rank:4d}  {hit.score:6.3f}  {hit.image.label:<20s} {hit.image.path}")
     return 0
 
@@ -341,18 +348,11 @@ def _search_focused(args: argparse.Namespace, config: Config) -> int:
         query = session.search_service().resolve(args.query)
         record = session.indexed_feature_set(_chosen(args, session) if chosen else None)
         result = focused_search(session, query, record, args.focus, k=config.k)
-    if args.json:
-        _print_json({"query": result.query, "focus": asdict(result.focus),
-                     "feature_set": result.feature_set, "seconds": result.seconds,
-                     "hits": [{"rank": h.rank, "image_id": h.image.id, "path": h.image.path,
-                               "label": h.image.label, "score": h.score}
-                              for h in result.hits]})
-        return 0
-    print(f"query {result.query}  [{result.feature_set}, focus on \"{result.focus.name}\" "
-          f"(class {result.focus.index}), {result.seconds * 1000:.0f} ms]")
-    for hit in result.hits:
-        print(f"{hit.rank:4d}  {hit.score:6.3f}  {hit.image.label:<20s} {hit.image.path}")
-    return 0
+    return _print_scored(args, result.hits, {
+        "query": result.query, "focus": asdict(result.focus),
+        "feature_set": result.feature_set, "seconds": result.seconds},
+        f"query {result.query}  [{result.feature_set}, focus on \"{result.focus.name}\" "
+        f"(class {result.focus.index}), {result.seconds * 1000:.0f} ms]")
 
 
 def cmd_tags(args: argparse.Namespace, config: Config) -> int:

@@ -21,8 +21,12 @@ from semsearch.session import Session
 from semsearch.store import FeatureSetRecord, ImageRecord
 from semsearch.text import Tag, check_query, class_names, class_probabilities, conse, tags_for
 
-_cache: dict[tuple[int, int, str], tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] = {}
+# Text vectors by (catalogue, feature set, input key, version, folder): kept for the few last
+# used, and never shared between catalogues whose feature sets happen to have the same id.
+_cache: dict[tuple[str, int, str, int, str],
+             tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] = {}
 _cache_lock = threading.Lock()
+_CACHE_KEPT = 8
 
 
 def text_feature_set(session: Session) -> FeatureSet:
@@ -36,13 +40,25 @@ def text_feature_set(session: Session) -> FeatureSet:
     return FeatureSet(model, PROBS, "avg")
 
 
-def index_text(session: Session, root: str, progress: Progress | None = None) -> int:
+_indexed_at: dict[tuple[str, str], float] = {}
+_index_lock = threading.Lock()
+
+
+def index_text(session: Session, root: str, progress: Progress | None = None,
+               max_age: float = 0.0) -> int:
     """Brings the class probabilities of the images under root up to date (embedding only
-    what is new); gives how many were embedded."""
-    extractor = session.extractor(text_feature_set(session))
-    report = index_folder(session.store, extractor, root, batch_size=session.config.batch_size,
-                          workers=session.config.workers, progress=progress)
-    return report.embedded
+    what is new); gives how many were embedded. With max_age, a folder brought up to date
+    less than that many seconds ago is not scanned again (a server's repeated queries)."""
+    key = (session.store.catalogue_id, os.path.realpath(root))
+    with _index_lock:  # one scan of a folder at a time, so no image is embedded twice
+        if max_age and time.monotonic() - _indexed_at.get(key, -1e9) < max_age:
+            return 0
+        extractor = session.extractor(text_feature_set(session))
+        report = index_folder(session.store, extractor, root,
+                              batch_size=session.config.batch_size,
+                              workers=session.config.workers, progress=progress)
+        _indexed_at[key] = time.monotonic()
+        return report.embedded
 
 
 def _record(session: Session) -> FeatureSetRecord:
@@ -59,7 +75,8 @@ def text_vectors(session: Session, root: str = os.sep
     """Gives (image ids, text-space vectors) of the images under root, cached until their
     class probabilities change."""
     record = _record(session)
-    key = (record.id, session.store.version(record.id), root)
+    key = (session.store.catalogue_id, record.id, record.preprocessing,
+           session.store.version(record.id), root)
     with _cache_lock:
         if key in _cache:
             return _cache[key]
@@ -67,6 +84,8 @@ def text_vectors(session: Session, root: str = os.sep
     vectors = conse(class_probabilities(probs), session.text_model().classes())
     with _cache_lock:
         _cache[key] = (ids, vectors)
+        while len(_cache) > _CACHE_KEPT:
+            _cache.pop(next(iter(_cache)))
     return ids, vectors
 
 

@@ -279,7 +279,7 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
         from semsearch.textsearch import index_text, search_text, text_feature_set
 
         c = collection(cid)
-        index_text(sess, c.root)  # class probabilities of new images only
+        index_text(sess, c.root, max_age=60)  # class probabilities of new images only
         result = search_text(sess, q, k=k, root=c.root)
         return {"query": result.query, "feature_set": f"{text_feature_set(sess)} (words)",
                 "metric": "cosine", "weighted_p15": None,

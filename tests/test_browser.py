@@ -244,3 +244,17 @@ def test_why_similar_from_a_search_result(page: Any) -> None:
     _shot(page, "why")
     page.keyboard.press("Escape")
     modal.wait_for(state="hidden")
+
+
+def test_words_without_an_imagenet_classifier_get_a_message(page: Any) -> None:
+    page.locator("#results .result").first.wait_for()
+    page.click("#tabs button[data-view=live]")
+    page.fill("#text-query", "red sports car")
+    page.click("#text-form button")
+    error = page.locator("#error")
+    error.wait_for(state="visible")
+    assert "reads an ImageNet classifier" in error.inner_text()
+    page.fill("#text-query", "   ")
+    page.click("#text-form button")
+    page.wait_for_function(
+        "document.querySelector('#error').textContent.includes('Type one or more words')")

@@ -34,9 +34,10 @@ def text_feature_set(session: Session) -> FeatureSet:
     composite's) class probabilities."""
     model = session.plain_feature_set().model
     for part in model.split("+"):
-        if session.spec(part).classifier is None:
-            raise NotIndexedError(f"{part} has no classifier, so text search cannot use it; "
-                                  "use --model lite0, lite1 or lite2")
+        spec = session.spec(part)
+        if spec.classifier is None or spec.class_names is None:
+            raise FeatureSetError(f"search by words reads an ImageNet classifier, which {part} "
+                                  "does not have; use --model lite0, lite1 or lite2")
     return FeatureSet(model, PROBS, "avg")
 
 

@@ -110,6 +110,14 @@ def test_cli_and_api_take_words(text_catalogue, capsys: pytest.CaptureFixture[st
     tractor = sorted((root / "tractor").iterdir())[0]
     assert main(["tags", str(tractor), *common]) == 0
     assert "tractor" in capsys.readouterr().out
+    assert main(["tags", str(tractor), "-n", "0", *common]) == 1
+    assert "-n must be from 1 to 100" in capsys.readouterr().err
+    # The class embeddings were made once and kept beside the ONNX graphs.
+    from semsearch.text import TextModel
+
+    assert list((session.cache_dir / "text").glob("classes-*.npy"))
+    again = TextModel(session.cache_dir)
+    np.testing.assert_allclose(again.classes(), session.text_model().classes(), atol=1e-6)
     client = TestClient(create_app(session.config, session=session,
                                    allowed_hosts=("testserver",)))
     cid = session.store.collections()[0][0]
@@ -120,3 +128,31 @@ def test_cli_and_api_take_words(text_catalogue, capsys: pytest.CaptureFixture[st
                       params={"q": "w " * 100}).status_code == 422
     image_id = result.json()["hits"][0]["id"]
     assert client.get(f"/api/images/{image_id}/tags").json()[0]["word"] == "banana"
+
+
+def test_cli_tells_words_from_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from semsearch.cli import _is_text
+
+    (tmp_path / "banana").mkdir()
+    (tmp_path / "photo.png").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    assert _is_text("banana")  # a folder of that name does not make it a file
+    assert _is_text("AC/DC") and _is_text("red sports car")
+    assert not _is_text("photo.png") and not _is_text("typo.jpg")  # files, or meant to be
+    assert not _is_text("2021") and not _is_text("id:7")
+
+
+def test_captions_csv_edge_cases(tmp_path: Path) -> None:
+    from semsearch.adapt import read_captions
+    from semsearch.errors import ConfigError
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    (tmp_path / "bom.csv").write_bytes("\ufeffa.png,a cat\nb.png,a dog\n".encode())
+    assert len(read_captions(str(tmp_path / "bom.csv"), str(root))) == 2  # BOM, no header
+    (tmp_path / "twice.csv").write_text("a.png,a cat\na.png,another cat\n")
+    with pytest.raises(ConfigError, match="line 2: a.png already has a caption"):
+        read_captions(str(tmp_path / "twice.csv"), str(root))
+    (tmp_path / "outside.csv").write_text("../elsewhere.png,a cat\n")
+    with pytest.raises(ConfigError, match="1 row.* outside"):
+        read_captions(str(tmp_path / "outside.csv"), str(root))

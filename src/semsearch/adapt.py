@@ -170,13 +170,17 @@ def _text_scores(queries: Vectors, vectors: Vectors, labels: list[str], words: l
 
 
 def read_captions(csv_path: str, root: str) -> dict[str, str]:
-    """Gives {real path: caption} from a CSV of `path,caption` rows (a header row is
-    optional; relative paths are relative to root). Raises ConfigError on a malformed file."""
+    """Gives {real path: caption} from a CSV of `path,caption` rows (a header row and a
+    byte-order mark are optional; relative paths are relative to root). Raises ConfigError
+    on a malformed file, a path given twice, or rows none of which lie under root."""
     import csv
 
     captions: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    prefix = os.path.realpath(root).rstrip(os.sep) + os.sep
+    outside = 0
     try:
-        with open(csv_path, newline="", encoding="utf-8") as fh:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
             for number, row in enumerate(csv.reader(fh), start=1):
                 if not row or (number == 1 and [c.strip().lower() for c in row[:2]] == [
                         "path", "caption"]):
@@ -184,11 +188,20 @@ def read_captions(csv_path: str, root: str) -> dict[str, str]:
                 if len(row) < 2 or not row[0].strip() or not row[1].strip():
                     raise ConfigError(f"{csv_path} line {number}: expected `path,caption`")
                 path = os.path.realpath(os.path.join(root, row[0].strip()))
+                if not path.startswith(prefix):
+                    outside += 1
+                    continue
+                if path in lines:
+                    raise ConfigError(f"{csv_path} line {number}: {row[0].strip()} already has "
+                                      f"a caption (line {lines[path]}); give one per image")
+                lines[path] = number
                 captions[path] = " ".join(row[1].split())
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read captions from {csv_path}: {exc}") from None
     if not captions:
-        raise ConfigError(f"{csv_path} has no `path,caption` rows")
+        where = f" ({outside} row(s) name files outside {root})" if outside else ""
+        raise ConfigError(f"{csv_path} has no `path,caption` rows for images under "
+                          f"{root}{where}")
     return captions
 
 

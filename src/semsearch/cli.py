@@ -18,7 +18,7 @@ from typing import Any
 
 from semsearch import __version__
 from semsearch.config import Config, default_config_file, resolve, settings
-from semsearch.errors import ConfigError, SemsearchError
+from semsearch.errors import ConfigError, NotIndexedError, QueryError, SemsearchError
 from semsearch.featureset import FeatureSet
 from semsearch.images import check_name
 from semsearch.models.registry import ModelRegistry
@@ -94,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("tags", help="the words that best describe an indexed image")
     p.add_argument("image", help="an indexed image file, or its id")
-    p.add_argument("-n", dest="count", type=int, default=5, help="how many words (default 5)")
+    p.add_argument("-n", dest="count", type=int, default=5,
+                   help="how many words, 1 to 100 (default 5)")
     _add_settings(p, ("db", "model", *_RUN_FLAGS))
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_tags)
@@ -275,24 +276,32 @@ def cmd_index(args: argparse.Namespace, config: Config) -> int:
 
 
 def _is_text(query: str) -> bool:
-    """Gives whether a query means words: not an existing file, not an image id, and not
-    written like a file name (a slash, or an image suffix: a mistyped path is an error)."""
+    """Gives whether a query means words: not an image file, not written like an image file
+    name (a mistyped path is an error), and not an image id."""
     from semsearch.images import is_supported
 
     text = query.strip()
     number = text[3:] if text.startswith("id:") else text
-    looks_like_a_file = os.sep in text or is_supported(text)
-    return not (os.path.exists(text) or looks_like_a_file
+    return not (os.path.isfile(text) or is_supported(text)
                 or (number.isascii() and number.isdigit()))
 
 
 def cmd_search(args: argparse.Namespace, config: Config) -> int:
+    if args.focus is not None and not args.focus.strip():
+        raise ConfigError("--focus needs a class name, e.g. --focus cat")
     if args.text or _is_text(args.query):
         if args.focus:
             raise ConfigError("--focus applies to an image query, not to words")
         return _search_text(args, config)
     if args.focus:
         return _search_focused(args, config)
+    try:
+        return _search_image(args, config)
+    except (QueryError, NotIndexedError) as exc:
+        raise type(exc)(f"{exc} (to search these words, add --text)") from None
+
+
+def _search_image(args: argparse.Namespace, config: Config) -> int:
     chosen = any(getattr(args, name) is not None
                  for name in ("model", "layer", "pool", "adapter"))
     with _session(config) as session:
@@ -315,14 +324,23 @@ def _search_text(args: argparse.Namespace, config: Config) -> int:
     from semsearch.textsearch import search_text, text_feature_set
 
     with _session(config) as session:
-        result = search_text(session, args.query, k=config.k, adapter=config.adapter)
-        source = (f"adapter {config.adapter}" if config.adapter
-                  else str(text_feature_set(session)))
+        adapter = config.adapter
+        if adapter and args.adapter is None and not _text_adapter(session, adapter):
+            adapter = None  # a configured image adapter does not apply to words
+        result = search_text(session, args.query, k=config.k, adapter=adapter)
+        source = f"adapter {adapter}" if adapter else str(text_feature_set(session))
     return _print_scored(args, result.hits, {
         "query": result.query, "mode": "text", "feature_set": str(source),
         "embed_ms": result.embed_ms, "search_ms": result.search_ms},
         f"words \"{result.query}\"  [{source} via class names, embed {result.embed_ms:.0f} "
         f"ms, search {result.search_ms:.1f} ms]")
+
+
+def _text_adapter(session: Session, name: str) -> bool:
+    try:
+        return bool(json.loads(session.store.adapter(name).info).get("text"))
+    except SemsearchError:
+        return False
 
 
 def _print_scored(args: argparse.Namespace, hits: Sequence[Any], head: dict[str, Any],
@@ -358,6 +376,8 @@ def _search_focused(args: argparse.Namespace, config: Config) -> int:
 def cmd_tags(args: argparse.Namespace, config: Config) -> int:
     from semsearch.textsearch import image_tags
 
+    if not 1 <= args.count <= 100:
+        raise ConfigError(f"-n must be from 1 to 100, not {args.count}")
     with _session(config) as session:
         query = session.search_service().resolve(args.image)
         image_id = getattr(query, "image_id", None)

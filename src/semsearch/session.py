@@ -192,7 +192,7 @@ class Session:
             if self._text is None:
                 from semsearch.text import TextModel
 
-                self._text = TextModel()
+                self._text = TextModel(self.cache_dir)
             return self._text
 
     def spec(self, name: str) -> ModelSpec:

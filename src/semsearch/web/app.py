@@ -276,8 +276,10 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
              "through the classifier's class names)", dependencies=[Depends(same_site)])
     def search_by_text(cid: int, q: str = Query(..., max_length=1000),
                        k: int = Query(15, ge=1, le=MAX_K)) -> dict[str, Any]:
+        from semsearch.text import check_query
         from semsearch.textsearch import index_text, search_text, text_feature_set
 
+        check_query(q)
         c = collection(cid)
         index_text(sess, c.root, max_age=60)  # class probabilities of new images only
         result = search_text(sess, q, k=k, root=c.root)
@@ -295,8 +297,13 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
         from semsearch.textsearch import image_tags, index_text
 
         record = sess.store.image(image_id)
-        index_text(sess, record.path)
-        return [asdict(tag) for tag in image_tags(sess, image_id, k)]
+        try:
+            return [asdict(tag) for tag in image_tags(sess, image_id, k)]
+        except NotIndexedError:
+            if not os.path.isfile(record.path):
+                raise NotIndexedError(f"image {image_id}'s file is gone") from None
+            index_text(sess, record.path)  # this image's class probabilities, once
+            return [asdict(tag) for tag in image_tags(sess, image_id, k)]
 
     # -- evaluations and maps -----------------------------------------------------------------
 

@@ -260,7 +260,14 @@ def adapt(session: Session, root: str, name: str, *, heldout: float = 0.3,
     started = time.perf_counter()
     words = [str(n) if captions is not None else folder_words(str(n)) for n in names]
     targets = session.text_model().embed(words) if text else None
-    weights, loss = train_projection(vectors[train], classes[train], settings, targets)
+    if targets is not None:
+        # Only the training images' texts are targets: a held-out image's caption must not
+        # shape the projection, even as a negative.
+        used, train_classes = np.unique(classes[train], return_inverse=True)
+        weights, loss = train_projection(vectors[train], train_classes, settings,
+                                         targets[used])
+    else:
+        weights, loss = train_projection(vectors[train], classes[train], settings)
     seconds = time.perf_counter() - started
     # Measured on held-out images of classes with two or more held out: a query alone in
     # its class has nothing to find.

@@ -321,12 +321,12 @@ def _search_image(args: argparse.Namespace, config: Config) -> int:
 
 
 def _search_text(args: argparse.Namespace, config: Config) -> int:
-    from semsearch.textsearch import search_text, text_feature_set
+    from semsearch.textsearch import search_text, text_feature_set, words_adapter
 
     with _session(config) as session:
-        adapter = config.adapter
-        if adapter and args.adapter is None and not _text_adapter(session, adapter):
-            adapter = None  # a configured image adapter does not apply to words
+        # An image adapter from the settings does not apply to words; one named here must.
+        adapter = (config.adapter if args.adapter is not None
+                   else words_adapter(session, config.adapter))
         result = search_text(session, args.query, k=config.k, adapter=adapter)
         source = f"adapter {adapter}" if adapter else str(text_feature_set(session))
     return _print_scored(args, result.hits, {
@@ -334,13 +334,6 @@ def _search_text(args: argparse.Namespace, config: Config) -> int:
         "embed_ms": result.embed_ms, "search_ms": result.search_ms},
         f"words \"{result.query}\"  [{source} via class names, embed {result.embed_ms:.0f} "
         f"ms, search {result.search_ms:.1f} ms]")
-
-
-def _text_adapter(session: Session, name: str) -> bool:
-    try:
-        return bool(json.loads(session.store.adapter(name).info).get("text"))
-    except SemsearchError:
-        return False
 
 
 def _print_scored(args: argparse.Namespace, hits: Sequence[Any], head: dict[str, Any],

@@ -15,9 +15,9 @@ import numpy.typing as npt
 
 from semsearch.errors import FeatureSetError, QueryError
 from semsearch.expansion import l2_normalize
-from semsearch.search import ImageQuery, KnownImageQuery, Query
+from semsearch.search import ImageQuery, KnownImageQuery, Query, ScoredImage, best_existing
 from semsearch.session import Session
-from semsearch.store import FeatureSetRecord, ImageRecord
+from semsearch.store import FeatureSetRecord
 
 Vectors = npt.NDArray[np.float32]
 
@@ -66,11 +66,7 @@ def channel_weights(session: Session, record: FeatureSetRecord, class_index: int
     return joined
 
 
-@dataclass(frozen=True)
-class FocusHit:
-    rank: int
-    image: ImageRecord
-    score: float  # cosine similarity of the re-weighted vectors
+FocusHit = ScoredImage  # score: cosine of the re-weighted vectors
 
 
 @dataclass(frozen=True)
@@ -104,15 +100,6 @@ def focused_search(session: Session, query: Query, record: FeatureSetRecord, foc
     ids, gallery = session.store.vectors_under(record.id, within)
     q = l2_normalize((vector * weights)[None, :])[0]
     scores = l2_normalize(gallery * weights) @ q
-    hits: list[FocusHit] = []
-    order = np.argsort(-scores)
-    images = session.store.images(ids[order[:4 * k + 1]])
-    for i in order[:4 * k + 1]:
-        image = images.get(int(ids[i]))
-        if image is None or image.id == exclude or not os.path.isfile(image.path):
-            continue
-        hits.append(FocusHit(len(hits) + 1, image, float(scores[i])))
-        if len(hits) == k:
-            break
+    hits = best_existing(session.store, ids, scores, k, exclude)
     return FocusResult(query.describe(), target, record.name, hits,
                        time.perf_counter() - started)

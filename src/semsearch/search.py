@@ -66,6 +66,34 @@ class SearchResult:
     search_ms: float
 
 
+@dataclass(frozen=True)
+class ScoredImage:
+    """A ranked hit with its image record and a similarity (larger is closer)."""
+
+    rank: int
+    image: ImageRecord
+    score: float
+
+
+def best_existing(store: Store, ids: npt.NDArray[np.int64], scores: npt.NDArray[np.floating],
+                  k: int, exclude: int | None = None) -> list[ScoredImage]:
+    """Gives the k highest-scoring images whose files still exist, leaving out `exclude`;
+    records are read a chunk at a time, so deleted files only cost a little more."""
+    order = np.argsort(-scores, kind="stable")
+    hits: list[ScoredImage] = []
+    for start in range(0, len(order), 4 * k + 1):
+        chunk = order[start:start + 4 * k + 1]
+        images = store.images(ids[chunk])
+        for i in chunk:
+            image = images.get(int(ids[i]))
+            if image is None or image.id == exclude or not os.path.isfile(image.path):
+                continue
+            hits.append(ScoredImage(len(hits) + 1, image, float(scores[i])))
+            if len(hits) == k:
+                return hits
+    return hits
+
+
 class SearchService:
     """Answers queries against the store's indexes. The model is loaded only when a query
     needs embedding; indexes are loaded once and reloaded when the store changes."""

@@ -17,8 +17,9 @@ from semsearch.errors import FeatureSetError, NotIndexedError
 from semsearch.featureset import FeatureSet
 from semsearch.indexing import Progress, index_folder
 from semsearch.models.network import PROBS
+from semsearch.search import ScoredImage, best_existing
 from semsearch.session import Session
-from semsearch.store import FeatureSetRecord, ImageRecord
+from semsearch.store import FeatureSetRecord
 from semsearch.text import Tag, check_query, class_names, class_probabilities, conse, tags_for
 
 # Text vectors by (catalogue, feature set, input key, version, folder): kept for the few last
@@ -97,11 +98,7 @@ def text_vectors(session: Session, root: str = os.sep
     return ids, vectors
 
 
-@dataclass(frozen=True)
-class TextHit:
-    rank: int
-    image: ImageRecord
-    score: float  # cosine similarity of the query and the image's text vector
+TextHit = ScoredImage  # score: cosine of the query and the image's text vector
 
 
 @dataclass(frozen=True)
@@ -110,6 +107,16 @@ class TextResult:
     hits: list[TextHit]
     embed_ms: float
     search_ms: float
+
+
+def words_adapter(session: Session, name: str | None) -> str | None:
+    """Gives the adapter's name if it was trained for words (`adapt --text`), else None."""
+    if not name:
+        return None
+    try:
+        return name if json.loads(session.store.adapter(name).info).get("text") else None
+    except NotIndexedError:
+        return None
 
 
 def adapted_text_vectors(session: Session, adapter: str, root: str = os.sep
@@ -136,20 +143,7 @@ def search_text(session: Session, query: str, *, k: int = 10, root: str = os.sep
     embedded = time.perf_counter()
     ids, vectors = (adapted_text_vectors(session, adapter, root) if adapter
                     else text_vectors(session, root))
-    scores = vectors @ q
-    order = np.argsort(-scores)
-    hits: list[TextHit] = []
-    for start in range(0, len(order), 4 * k):
-        chunk = order[start:start + 4 * k]
-        images = session.store.images(ids[chunk])
-        for i in chunk:
-            image = images.get(int(ids[i]))
-            if image is not None and os.path.isfile(image.path):
-                hits.append(TextHit(len(hits) + 1, image, float(scores[i])))
-                if len(hits) == k:
-                    break
-        if len(hits) == k:
-            break
+    hits = best_existing(session.store, ids, vectors @ q, k)
     done = time.perf_counter()
     return TextResult(text, hits, (embedded - started) * 1000, (done - embedded) * 1000)
 

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ from semsearch.featureset import FeatureSet
 from semsearch.index.exact import METRICS
 from semsearch.models.registry import ModelRegistry
 from semsearch.pooling import POOLINGS
-from semsearch.search import ImageQuery, KnownImageQuery
+from semsearch.search import ImageQuery, KnownImageQuery, ScoredImage
 from semsearch.session import Session
 from semsearch.web.fetch import FetchError, FetchPolicy, fetch
 
@@ -286,10 +287,7 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
         return {"query": result.query, "feature_set": f"{text_feature_set(sess)} (words)",
                 "metric": "cosine", "weighted_p15": None,
                 "embed_ms": round(result.embed_ms, 2), "search_ms": round(result.search_ms, 2),
-                "hits": [{"rank": h.rank, "id": h.image.id,
-                          "label": c.label(h.image.path) or "", "name": Path(h.image.path).name,
-                          "distance": 1 - h.score, "similarity": round(100 * max(h.score, 0), 2),
-                          "score": h.score, "same_class": None} for h in result.hits]}
+                "hits": _scored_json(c, result.hits, None)}
 
     @app.get("/api/images/{image_id}/tags", summary="Words that describe an image",
              dependencies=[Depends(same_site)])
@@ -508,6 +506,16 @@ def _search_json(result: CollectionSearch) -> dict[str, Any]:
     }
 
 
+def _scored_json(c: Collection, hits: Sequence[ScoredImage],
+                 query_label: str | None) -> list[dict[str, Any]]:
+    """Gives hits scored by cosine similarity in the shape the page shows."""
+    return [{"rank": h.rank, "id": h.image.id, "label": c.label(h.image.path) or "",
+             "name": Path(h.image.path).name, "distance": 1 - h.score,
+             "similarity": round(100 * max(h.score, 0), 2), "score": h.score,
+             "same_class": (c.label(h.image.path) == query_label) if query_label else None}
+            for h in hits]
+
+
 def _focused_json(sess: Session, c: Collection, image_id: int, feature_set: str | None,
                   focus: str, k: int) -> dict[str, Any]:
     from semsearch.focus import focused_search
@@ -520,11 +528,7 @@ def _focused_json(sess: Session, c: Collection, image_id: int, feature_set: str 
             "feature_set": f"{result.feature_set}, focus on {result.focus.name}",
             "metric": "cosine", "weighted_p15": None, "embed_ms": 0.0,
             "search_ms": round(result.seconds * 1000, 2),
-            "hits": [{"rank": h.rank, "id": h.image.id, "label": c.label(h.image.path) or "",
-                      "name": Path(h.image.path).name, "distance": 1 - h.score,
-                      "similarity": round(100 * max(h.score, 0), 2), "score": h.score,
-                      "same_class": (c.label(h.image.path) == label) if label else None}
-                     for h in result.hits]}
+            "hits": _scored_json(c, result.hits, label)}
 
 
 async def _read_capped(request: Request, limit: int) -> bytes:

@@ -160,3 +160,33 @@ def test_closed_pipe_is_not_an_error() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0, err
     assert err == ""
+
+
+@pytest.mark.real
+def test_approximate_index_from_the_command_line(capsys: pytest.CaptureFixture[str],
+                                                 tmp_path: Path) -> None:
+    source = dataset("iconic200")
+    folder = tmp_path / "photos"
+    for cls in ("banana", "tractor", "arch"):
+        (folder / cls).mkdir(parents=True)
+        for image in sorted((source / cls).glob("*.jpg"))[:6]:
+            shutil.copy(image, folder / cls / image.name)
+    code, _, err = _run(capsys, "index", str(folder), "--model", "lite0", "--index", "IVF64,Flat")
+    # The vectors are stored; only the index cannot be trained on 18 of them.
+    assert code == 1 and "needs at least 64 vectors" in err
+    code, out, _ = _run(capsys, "info", "--json")
+    assert json.loads(out)["feature_sets"][0]["vectors"] == 18
+
+    code, out, _ = _run(capsys, "index", str(folder), "--model", "lite0", "--index", "HNSW16",
+                        "--json")
+    assert code == 0 and json.loads(out)["unchanged"] == 18
+    code, out, _ = _run(capsys, "info")
+    assert code == 0 and "index HNSW16 cosine: 18 vectors, fresh" in out
+    assert "recall@10 1.000 against exact search (efSearch=128)" in out
+
+    query = sorted((folder / "arch").glob("*.jpg"))[0]
+    code, out, _ = _run(capsys, "search", str(query), "--model", "lite0", "--index", "HNSW16",
+                        "--ef-search", "16", "-k", "3", "--json")
+    assert code == 0 and [h["label"] for h in json.loads(out)["hits"]] == ["arch"] * 3
+    code, _, err = _run(capsys, "search", str(query), "--index", "IVF,PQ")
+    assert code == 1 and "not a FAISS factory string" in err

@@ -31,6 +31,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 _FEATURE_FLAGS = ("model", "layer", "pool", "adapter", "flat_max_dims")
+_INDEX_FLAGS = ("index", "nprobe", "ef_search", "refine_k", "index_on_disk")
 _RUN_FLAGS = ("runtime", "threads", "max_pixels", "cache_dir", "onnx_size", "onnx_mean",
               "onnx_std", "onnx_layout", "onnx_channels")
 
@@ -71,8 +72,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("index", help="index a folder of images (incremental)")
     p.add_argument("path", help="folder or image file")
-    _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", "expand_k", "batch_size",
-                      "workers", *_RUN_FLAGS))
+    _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", "expand_k", *_INDEX_FLAGS,
+                      "batch_size", "workers", *_RUN_FLAGS))
     p.add_argument("--text", action="store_true",
                    help="also keep the class probabilities that search by words reads")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -88,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
                         "near one): e.g. --focus cat")
     p.add_argument("-k", "--k", dest="k", default=None, metavar="K",
                    help="number of results (default 10)")
-    _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", "expand_k", *_RUN_FLAGS))
+    _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", "expand_k", *_INDEX_FLAGS,
+                      *_RUN_FLAGS))
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.set_defaults(run=cmd_search)
 
@@ -150,8 +152,8 @@ def _parser() -> argparse.ArgumentParser:
     p = command("serve", help="serve ConvNet Playground (web page and JSON API) on 127.0.0.1")
     p.add_argument("path", nargs="?", help="a folder to index first (incremental)")
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
-    _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", "expand_k", "batch_size",
-                      "workers", *_RUN_FLAGS))
+    _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", "expand_k", *_INDEX_FLAGS,
+                      "batch_size", "workers", *_RUN_FLAGS))
     p.set_defaults(run=cmd_serve)
 
     p = command("explore", help="what a model's channels respond to")
@@ -618,7 +620,13 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
         for status in item.indexes:
             state = "fresh" if status.fresh else "stale, rebuilt when next used"
             extra = f", {status.expansion}" if status.expansion else ""
-            print(f"    index {status.metric}: {status.count} vectors, {state}{extra}")
+            if status.recall_at_10 is not None:
+                extra += (f", recall@10 {status.recall_at_10:.3f} against exact search"
+                          + (f" ({status.search_params})" if status.search_params else ""))
+            if status.ram_bytes_per_vector is not None:
+                extra += f", {status.ram_bytes_per_vector:.0f} bytes of RAM per vector"
+            print(f"    index {status.index} {status.metric}: {status.count} vectors, "
+                  f"{state}{extra}")
     return 0
 
 

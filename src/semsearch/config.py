@@ -93,6 +93,18 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+def _index_string(value: Any) -> str:
+    text = str(value).strip()
+    if text.lower() == "auto":
+        return "auto"
+    from semsearch.index.approx import IndexSpec
+
+    try:
+        return str(IndexSpec.parse(text))
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _setting(default: Any, help: str, parse: Callable[[Any], Any]) -> Any:
     return field(default=default, metadata={"help": help, "parse": parse})
 
@@ -133,6 +145,26 @@ class Config:
         10, "database-side augmentation over this many nearest neighbours, outside queries "
         "expanded to match (0 or 1: off; at most 100; cosine metric only; left out above "
         "20,000 images)", _expand_k
+    )
+    index: str = _setting(
+        "auto", "search index as a FAISS factory string: Flat (exact), HNSW32, IVF4096,Flat, "
+        "OPQ32_128,IVF4096,PQ32,RFlat (,RFlat re-ranks from the full vectors on disk); auto: "
+        "exact up to 200,000 vectors, IVF above", _index_string
+    )
+    nprobe: int = _setting(
+        0, "IVF lists an approximate search visits; 0: nlist/128, at least 16",
+        _non_negative_int
+    )
+    ef_search: int = _setting(
+        0, "HNSW candidate list length at search time; 0: 128", _non_negative_int
+    )
+    refine_k: int = _setting(
+        0, "candidates an ,RFlat index re-ranks with the full vectors; 0: max(4 k, 64)",
+        _non_negative_int
+    )
+    index_on_disk: str = _setting(
+        "auto", "keep IVF inverted lists in a file on disk (memory-mapped): yes, no, or auto "
+        "(when they would take over a quarter of the RAM)", _choice("auto", "yes", "no")
     )
     k: int = _setting(10, "number of results a search returns", _positive_int)
     batch_size: int = _setting(32, "images per inference batch and per store transaction",

@@ -21,6 +21,7 @@ from semsearch.features import (
 )
 from semsearch.featureset import FeatureSet
 from semsearch.images import check_name
+from semsearch.index.approx import SearchParams
 from semsearch.index.catalog import IndexCatalog, IndexStatus
 from semsearch.index.exact import Metric
 from semsearch.indexing import IndexReport, Progress, index_folder
@@ -64,7 +65,9 @@ class Session:
         self.config = config
         self.registry = registry or default_registry()
         self.store = store or Store.open(config.db_path(), create=create)
-        self.catalog = IndexCatalog(self.store)
+        self.catalog = IndexCatalog(
+            self.store, index=config.index, on_disk=config.index_on_disk,
+            params=SearchParams(config.nprobe, config.ef_search, config.refine_k))
         self._extractors: dict[str, Extractor] = {}
         self._search: SearchService | None = None
         self._onnx_specs: dict[str, ModelSpec] = {}

@@ -291,6 +291,10 @@ class Store:
     def close(self) -> None:
         self._conn.close()
 
+    def index_folder(self) -> Path:
+        """Gives the folder where this catalogue's index files live: beside the file."""
+        return self.path.with_name(self.path.name + ".indexes")
+
     def __enter__(self) -> Store:
         return self
 
@@ -500,6 +504,41 @@ class Store:
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
         return ids, matrix.reshape(len(rows), dim).copy()
 
+    def vector_page(self, fs_id: int, after: int, limit: int
+                    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Gives (image ids, matrix) of up to `limit` vectors of the feature set whose image
+        ids come after `after`, by image id: a feature set read a page at a time."""
+        dim = self._dim(fs_id)
+        rows = self._read(
+            "SELECT image_id, vector FROM vectors WHERE feature_set_id = ? AND image_id > ?"
+            " ORDER BY image_id LIMIT ?", (fs_id, after, limit))
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+        return ids, matrix.reshape(len(rows), dim).copy()
+
+    def vector_ids(self, fs_id: int) -> npt.NDArray[np.int64]:
+        """Gives the image ids that have the feature set's vector, in order."""
+        rows = self._read("SELECT image_id FROM vectors WHERE feature_set_id = ?"
+                          " ORDER BY image_id", (fs_id,))
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def vectors_of(self, fs_id: int, image_ids: npt.NDArray[np.int64]
+                   ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Gives (image ids, matrix) of the feature set's vectors of the given images that
+        have one, by image id."""
+        dim = self._dim(fs_id)
+        wanted = sorted({int(i) for i in image_ids})
+        found: list[Any] = []
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.extend(self._read(
+                f"SELECT image_id, vector FROM vectors WHERE feature_set_id = ?"
+                f" AND image_id IN ({marks}) ORDER BY image_id", (fs_id, *chunk)))
+        ids = np.fromiter((r[0] for r in found), dtype=np.int64, count=len(found))
+        matrix = np.frombuffer(b"".join(r[1] for r in found), dtype=np.float32)
+        return ids, matrix.reshape(len(found), dim).copy()
+
     def vector(self, fs_id: int, image_id: int) -> npt.NDArray[np.float32] | None:
         rows = self._read(
             "SELECT vector FROM vectors WHERE feature_set_id = ? AND image_id = ?",
@@ -560,6 +599,10 @@ class Store:
                     )
                     touched_sets.add(fs_id)
             self._bump(conn, touched_sets)
+
+    def feature_set_dim(self, fs_id: int) -> int:
+        """Gives a feature set's vector length, or raises NotIndexedError."""
+        return self._dim(fs_id)
 
     def _dim(self, fs_id: int) -> int:
         rows = self._read("SELECT dim FROM feature_sets WHERE id = ?", (fs_id,))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -19,7 +20,10 @@ import numpy.typing as npt
 
 from semsearch.atomic import write_atomically
 from semsearch.expansion import augment_query, database_augmentation
+from semsearch.index import approx
+from semsearch.index.approx import ApproximateIndex, BuiltFiles, IndexSpec, SearchParams
 from semsearch.index.exact import Calibration, ExactIndex, Metric, calibration
+from semsearch.index.source import StoreVectors
 from semsearch.store import FeatureSetRecord, Store
 
 log = logging.getLogger(__name__)
@@ -29,6 +33,10 @@ MANIFEST_FORMAT = 4
 # index is built without it (the manifest and `semsearch info` say so).
 EXPAND_MAX = 20_000
 EXPAND_ALPHA = 3.0
+# `--index auto` searches exactly up to this many vectors, approximately above.
+EXACT_MAX = 200_000
+# Recall of an approximate index is measured on this many of its own vectors as queries.
+RECALL_QUERIES = 200
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,7 @@ class LoadedIndex:
     """An index in memory with its manifest and score calibration (read once). With query
     expansion on, `index` holds the DBA gallery and `base` the original vectors."""
 
-    index: ExactIndex
+    index: ExactIndex | ApproximateIndex
     manifest: dict[str, Any]
     calibration: Calibration
     base: ExactIndex | None = None
@@ -48,6 +56,8 @@ class LoadedIndex:
     def known_vector(self, image_id: int) -> npt.NDArray[np.float32]:
         """Gives an indexed image's vector as this index holds it (its DBA vector when
         augmentation is on); KeyError if the index does not hold it."""
+        if not isinstance(self.index, ExactIndex):
+            raise KeyError(image_id)
         return self.index.stored(np.array([image_id], dtype=np.int64))[0]
 
     def expand(self, query: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -67,22 +77,49 @@ class IndexStatus:
     fresh: bool
     path: str
     expansion: str
+    index: str = "Flat"
+    recall_at_10: float | None = None
+    search_params: str = ""
+    ram_bytes_per_vector: float | None = None
+
+
+def _physical_ram() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
 
 
 class IndexCatalog:
     """Builds, saves, loads and checks the freshness of the indexes of one store."""
 
-    def __init__(self, store: Store, folder: Path | None = None) -> None:
+    def __init__(self, store: Store, folder: Path | None = None, *, index: str = "auto",
+                 on_disk: str = "auto", params: SearchParams | None = None,
+                 exact_max: int = EXACT_MAX) -> None:
         self.store = store
-        self.folder = folder or store.path.with_name(store.path.name + ".indexes")
+        self.folder = folder or store.index_folder()
+        self.index = index if index == "auto" else str(IndexSpec.parse(index))
+        self.on_disk = on_disk
+        self.params = params or SearchParams()
+        self.exact_max = exact_max
 
-    def _stem(self, record: FeatureSetRecord, metric: Metric, expand_k: int = 0) -> str:
+    def spec_for(self, record: FeatureSetRecord) -> IndexSpec:
+        """Gives the index a feature set gets: the configured one, or by size for auto."""
+        if self.index == "auto":
+            return approx.auto_spec(self.store.count_vectors(record.id), self.exact_max)
+        return IndexSpec(self.index)
+
+    def _stem(self, record: FeatureSetRecord, metric: Metric, expand_k: int = 0,
+              spec: IndexSpec | None = None) -> str:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", record.name)
         digest = hashlib.sha256(f"{record.name}|{record.preprocessing}".encode()).hexdigest()[:8]
+        if spec is not None and not spec.exact:
+            return f"{slug}-{digest}.{metric.tag}.{spec.tag}"
         return f"{slug}-{digest}.{metric.tag}" + (f"-dba{expand_k}" if expand_k else "")
 
-    def manifest_path(self, record: FeatureSetRecord, metric: Metric, expand_k: int = 0) -> Path:
-        return self.folder / f"{self._stem(record, metric, expand_k)}.json"
+    def manifest_path(self, record: FeatureSetRecord, metric: Metric, expand_k: int = 0,
+                      spec: IndexSpec | None = None) -> Path:
+        return self.folder / f"{self._stem(record, metric, expand_k, spec)}.json"
 
     def _read_manifest(self, path: Path) -> dict[str, Any] | None:
         try:
@@ -102,15 +139,16 @@ class IndexCatalog:
             and manifest.get("vectors_version") == record.version
             and manifest.get("expand_alpha") == EXPAND_ALPHA
             and manifest.get("schema_version") == self.store.schema_version
-            and (self.folder / str(manifest.get("file"))).is_file()
-            and (not manifest.get("base_file")
-                 or (self.folder / str(manifest.get("base_file"))).is_file())
+            and all((self.folder / str(name)).is_file() for name in _files_of(manifest))
         )
 
     def get(self, record: FeatureSetRecord, metric: Metric, expand_k: int = 0) -> LoadedIndex:
         """Gives the feature set's index for the metric, rebuilding it if stale or missing.
         expand_k > 1 asks for database-side augmentation over that many neighbours (outside
         queries are expanded to match); cosine only, and left out above EXPAND_MAX vectors."""
+        spec = self.spec_for(record)
+        if not spec.exact:
+            return self._get_approximate(record, metric, spec)
         expand_k = expand_k if metric.name == "cosine" and expand_k > 1 else 0
         manifest = self._read_manifest(self.manifest_path(record, metric, expand_k))
         if manifest is not None and self.is_fresh(record, manifest):
@@ -181,6 +219,91 @@ class IndexCatalog:
                  time.perf_counter() - started)
         return LoadedIndex(index, manifest, calib, base)
 
+    def _get_approximate(self, record: FeatureSetRecord, metric: Metric,
+                         spec: IndexSpec) -> LoadedIndex:
+        manifest = self._read_manifest(self.manifest_path(record, metric, spec=spec))
+        if manifest is not None and self.is_fresh(record, manifest):
+            try:
+                files = BuiltFiles(**manifest["files"])
+                index = ApproximateIndex.load(self.folder, files, spec, metric, self.params)
+                if len(index) == manifest.get("count") and index.dim == record.dim:
+                    return LoadedIndex(index, manifest,
+                                       Calibration(**manifest["score_calibration"]))
+                log.warning("index %s does not match the catalogue; rebuilding", files.index)
+            except Exception as exc:  # noqa: BLE001 - a damaged file is rebuilt, not fatal
+                log.warning("index %s unreadable (%s); rebuilding", manifest.get("files"), exc)
+        return self.build_approximate(record, metric, spec)
+
+    def _wants_disk(self, spec: IndexSpec, record: FeatureSetRecord, count: int) -> bool:
+        if not spec.nlist or self.on_disk == "no":
+            return False
+        if self.on_disk == "yes":
+            return True
+        import faiss
+
+        probe = faiss.index_factory(record.dim, spec.core, faiss.METRIC_L2)
+        code_size = int(faiss.extract_index_ivf(probe).code_size)
+        return count * (code_size + 8) > _physical_ram() // 4
+
+    def build_approximate(self, record: FeatureSetRecord, metric: Metric,
+                          spec: IndexSpec) -> LoadedIndex:
+        """Builds an approximate index from the store's vectors, a chunk at a time, measures
+        its recall@10 against exact search, and saves it with its manifest."""
+        started = time.perf_counter()
+        source = StoreVectors(self.store, record.id)
+        count = source.count
+        on_disk = self._wants_disk(spec, record, count)
+        stem = self._stem(record, metric, spec=spec)
+        version_stem = f"{stem}.v{record.version}"
+        index, files = approx.build(source, spec, metric, self.folder, version_stem,
+                                    on_disk=on_disk, params=self.params)
+        seconds = time.perf_counter() - started
+        rng = np.random.default_rng(0)
+        query_ids, queries = source.sample_with_ids(min(RECALL_QUERIES, count), rng)
+        truth = approx.exact_neighbours(queries, source, metric, 11)
+        recall = approx.measure_recall(index.search, queries, query_ids, truth, 10)
+        calib = calibration(ExactIndex.build(queries, query_ids, metric), queries)
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "kind": "approximate",
+            "index": spec.factory,
+            "catalogue_id": self.store.catalogue_id,
+            "feature_set": record.name,
+            "preprocessing": record.preprocessing,
+            "metric": metric.name,
+            "p": metric.p,
+            "dim": record.dim,
+            "count": count,
+            "vectors_version": record.version,
+            "schema_version": self.store.schema_version,
+            "files": asdict(files),
+            "on_disk": on_disk,
+            "expand_k": 0,
+            "expand_k_used": 0,
+            "expand_alpha": EXPAND_ALPHA,
+            "score_calibration": asdict(calib),
+            "search_params": index.applied,
+            "recall_at_10": recall,
+            "recall_queries": len(query_ids),
+            "ram_bytes": index.ram_bytes(),
+            "build_seconds": seconds,
+            "built_at": time.time(),
+        }
+        try:
+            write_atomically(
+                self.manifest_path(record, metric, spec=spec),
+                lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)),
+            )
+            for old in self.folder.glob(f"{stem}.v*"):
+                if old.name not in files.names():
+                    old.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot save the index in %s (%s); it will be rebuilt on next use",
+                        self.folder, exc.strerror or exc)
+        log.info("built %s %s index of %s (%d vectors) in %.1fs, recall@10 %.3f", spec,
+                 metric, record.name, count, seconds, recall)
+        return LoadedIndex(index, manifest, calib)
+
     def remove_orphans(self) -> int:
         """Deletes index files whose feature set is no longer in the catalogue (an adapter's
         old weights, say); gives how many indexes went."""
@@ -194,9 +317,8 @@ class IndexCatalog:
                 continue
             if (manifest.get("feature_set"), manifest.get("preprocessing")) in known:
                 continue
-            for name in (manifest.get("file"), manifest.get("base_file")):
-                if name:
-                    (self.folder / str(name)).unlink(missing_ok=True)
+            for name in _files_of(manifest):
+                (self.folder / name).unlink(missing_ok=True)
             path.unlink(missing_ok=True)
             removed += 1
         return removed
@@ -215,6 +337,22 @@ class IndexCatalog:
             expansion = (f"database-side augmentation, k={used}" if used else
                          f"no augmentation (asked k={asked}; over {EXPAND_MAX} vectors)"
                          if asked else "")
-            found.append(IndexStatus(metric, int(manifest.get("count", 0)),
-                                     self.is_fresh(record, manifest), str(path), expansion))
+            recall = manifest.get("recall_at_10")
+            params = manifest.get("search_params") or {}
+            count = int(manifest.get("count", 0))
+            ram = manifest.get("ram_bytes")
+            found.append(IndexStatus(
+                metric, count, self.is_fresh(record, manifest), str(path), expansion,
+                str(manifest.get("index", "Flat")),
+                float(recall) if recall is not None else None,
+                ", ".join(f"{k}={v}" for k, v in params.items()),
+                float(ram) / count if ram is not None and count else None))
         return found
+
+
+def _files_of(manifest: dict[str, Any]) -> list[str]:
+    """Gives the names of the files an index manifest refers to."""
+    if manifest.get("kind") == "approximate":
+        files = manifest.get("files")
+        return [str(v) for v in files.values() if v] if isinstance(files, dict) else ["?"]
+    return [str(n) for n in (manifest.get("file"), manifest.get("base_file")) if n]

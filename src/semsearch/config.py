@@ -95,8 +95,8 @@ def _choice(*choices: str) -> Callable[[Any], str]:
 
 def _index_string(value: Any) -> str:
     text = str(value).strip()
-    if text.lower() == "auto":
-        return "auto"
+    if text.lower() in ("auto", "pgvector"):
+        return text.lower()
     from semsearch.index.approx import IndexSpec
 
     try:
@@ -114,7 +114,9 @@ class Config:
     """Resolved settings; build it with `resolve`, not by hand, so values are parsed."""
 
     db: str | None = _setting(
-        None, "SQLite catalogue file; default: semsearch.db in the user data folder", _path
+        None, "the catalogue: an SQLite file (default: semsearch.db in the user data folder) "
+        "or a PostgreSQL URL postgresql://user:password@host/database (needs pgvector)",
+        _path
     )
     cache_dir: str | None = _setting(
         None, "folder for exported ONNX graphs; default: the user cache folder", _path
@@ -148,8 +150,9 @@ class Config:
     )
     index: str = _setting(
         "auto", "search index as a FAISS factory string: Flat (exact), HNSW32, IVF4096,Flat, "
-        "OPQ32_128,IVF4096,PQ32,RFlat (,RFlat re-ranks from the full vectors on disk); auto: "
-        "exact up to 200,000 vectors, IVF above", _index_string
+        "OPQ32_128,IVF4096,PQ32,RFlat (,RFlat re-ranks from the full vectors on disk); pgvector "
+        "(HNSW inside a PostgreSQL catalogue); auto: exact up to 200,000 vectors, above that "
+        "IVF (or pgvector for a PostgreSQL catalogue)", _index_string
     )
     nprobe: int = _setting(
         0, "IVF lists an approximate search visits; 0: nlist/128, at least 16",

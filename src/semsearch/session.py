@@ -57,6 +57,19 @@ class CatalogueInfo:
 _BACKBONES_KEPT = 4
 
 
+def open_store(config: Config, *, create: bool = True) -> Store:
+    """Gives the configured catalogue: SQLite by default, PostgreSQL for a postgresql:// URL
+    (its FAISS index files then live in the cache folder)."""
+    from semsearch.pgstore import is_url
+
+    if is_url(config.db):
+        from semsearch.pgstore import PostgresStore
+
+        return PostgresStore.open_url(str(config.db), index_root=config.cache_path(),
+                                      create=create)
+    return Store.open(config.db_path(), create=create)
+
+
 class Session:
     """Everything one command or one server works with. Close it when done."""
 
@@ -64,7 +77,7 @@ class Session:
                  store: Store | None = None, *, create: bool = True) -> None:
         self.config = config
         self.registry = registry or default_registry()
-        self.store = store or Store.open(config.db_path(), create=create)
+        self.store = store or open_store(config, create=create)
         self.catalog = IndexCatalog(
             self.store, index=config.index, on_disk=config.index_on_disk,
             params=SearchParams(config.nprobe, config.ef_search, config.refine_k))
@@ -246,7 +259,7 @@ class Session:
             return stored[0]
         if not stored:
             raise NotIndexedError(
-                f"the catalogue {self.store.path} is empty; run `semsearch index FOLDER` first"
+                f"the catalogue {self.store.location} is empty; run `semsearch index FOLDER` first"
             )
         raise NotIndexedError(
             "several feature sets are indexed; choose one with --model/--layer/--pool: "
@@ -287,7 +300,7 @@ class Session:
                            self.store.count_vectors(record.id), self.catalog.status(record))
             for record in self.store.feature_sets()
         ]
-        return CatalogueInfo(str(self.store.path), self.store.schema_version,
+        return CatalogueInfo(self.store.location, self.store.schema_version,
                              self.store.count_images(), sets)
 
     def remove(self, path: str) -> int:

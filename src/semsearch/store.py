@@ -115,6 +115,8 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+_PUT_VECTOR = ("INSERT INTO vectors(feature_set_id, image_id, vector) VALUES (?, ?, ?)"
+               " ON CONFLICT(feature_set_id, image_id) DO UPDATE SET vector = excluded.vector")
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,7 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        self.location = str(path)  # what messages call this catalogue
         # One connection serves every thread (a server's workers, say), one at a time.
         self._lock = threading.RLock()
 
@@ -301,6 +304,16 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # How vectors travel to and from the database; the PostgreSQL store uses pgvector's.
+    @staticmethod
+    def _vector_param(vector: npt.NDArray[np.float32]) -> Any:
+        return vector.tobytes()
+
+    @staticmethod
+    def _vector_matrix(values: Sequence[Any], dim: int) -> npt.NDArray[np.float32]:
+        matrix = np.frombuffer(b"".join(values), dtype=np.float32)
+        return matrix.reshape(len(values), dim).copy()
+
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
         """Gives all rows of a query; one thread at a time uses the connection."""
         with self._lock:
@@ -332,6 +345,16 @@ class Store:
     def schema_version(self) -> int:
         return int(self._read("PRAGMA user_version")[0][0])
 
+    def meta(self, key: str) -> str | None:
+        """Gives a value kept in the catalogue's meta table, or None."""
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+                         " SET value = excluded.value", (key, value))
+
     def _migrate(self) -> None:
         if self.schema_version == SCHEMA_VERSION:
             return
@@ -360,8 +383,9 @@ class Store:
         """Gives the stored feature set, adding it if new."""
         with self._transaction() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO feature_sets(name, model, layer, pooling, preprocessing,"
-                " dim, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO feature_sets(name, model, layer, pooling, preprocessing,"
+                " dim, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(name, preprocessing) DO NOTHING",
                 (str(fs), fs.model, fs.layer, fs.pooling, preprocessing, dim, time.time()),
             )
         record = self.feature_set(fs, preprocessing)
@@ -487,8 +511,7 @@ class Store:
             (fs_id,),
         )
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
-        return ids, matrix.reshape(len(rows), dim).copy()
+        return ids, self._vector_matrix([r[1] for r in rows], dim)
 
     def vectors_under(self, fs_id: int, root: str
                       ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
@@ -501,8 +524,7 @@ class Store:
             " WHERE v.feature_set_id = ? AND (i.path = ? OR (i.path >= ? AND i.path < ?))"
             " ORDER BY v.image_id", (fs_id, root.rstrip(os.sep), low, high))
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
-        return ids, matrix.reshape(len(rows), dim).copy()
+        return ids, self._vector_matrix([r[1] for r in rows], dim)
 
     def vector_page(self, fs_id: int, after: int, limit: int
                     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
@@ -513,8 +535,7 @@ class Store:
             "SELECT image_id, vector FROM vectors WHERE feature_set_id = ? AND image_id > ?"
             " ORDER BY image_id LIMIT ?", (fs_id, after, limit))
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
-        return ids, matrix.reshape(len(rows), dim).copy()
+        return ids, self._vector_matrix([r[1] for r in rows], dim)
 
     def vector_ids(self, fs_id: int) -> npt.NDArray[np.int64]:
         """Gives the image ids that have the feature set's vector, in order."""
@@ -536,15 +557,14 @@ class Store:
                 f"SELECT image_id, vector FROM vectors WHERE feature_set_id = ?"
                 f" AND image_id IN ({marks}) ORDER BY image_id", (fs_id, *chunk)))
         ids = np.fromiter((r[0] for r in found), dtype=np.int64, count=len(found))
-        matrix = np.frombuffer(b"".join(r[1] for r in found), dtype=np.float32)
-        return ids, matrix.reshape(len(found), dim).copy()
+        return ids, self._vector_matrix([r[1] for r in found], dim)
 
     def vector(self, fs_id: int, image_id: int) -> npt.NDArray[np.float32] | None:
         rows = self._read(
             "SELECT vector FROM vectors WHERE feature_set_id = ? AND image_id = ?",
             (fs_id, image_id),
         )
-        return np.frombuffer(rows[0][0], dtype=np.float32).copy() if rows else None
+        return self._vector_matrix([rows[0][0]], self._dim(fs_id))[0] if rows else None
 
     def write_batch(self, new: Sequence[NewImage], moves: Sequence[Move] = ()) -> None:
         """Stores a batch of new images with their vectors, and moved images, in one
@@ -592,11 +612,7 @@ class Store:
                     if vector.shape != (dims[fs_id],) or not np.isfinite(vector).all():
                         raise ValueError(f"{item.path}: vector of shape {vector.shape} with "
                                          f"non-finite values or not of length {dims[fs_id]}")
-                    conn.execute(
-                        "INSERT OR REPLACE INTO vectors(feature_set_id, image_id, vector)"
-                        " VALUES (?, ?, ?)",
-                        (fs_id, image_id, vector.tobytes()),
-                    )
+                    conn.execute(_PUT_VECTOR, (fs_id, image_id, self._vector_param(vector)))
                     touched_sets.add(fs_id)
             self._bump(conn, touched_sets)
 
@@ -621,8 +637,8 @@ class Store:
                              f"of length {dim}")
         with self._transaction() as conn:
             conn.executemany(
-                "INSERT OR REPLACE INTO vectors(feature_set_id, image_id, vector) VALUES (?, ?, ?)",
-                [(fs_id, int(i), row.tobytes()) for i, row in zip(image_ids, matrix, strict=True)])
+                _PUT_VECTOR, [(fs_id, int(i), self._vector_param(row))
+                              for i, row in zip(image_ids, matrix, strict=True)])
             self._bump(conn, [fs_id])
 
     @staticmethod
@@ -684,10 +700,9 @@ class Store:
         """Stores a comparison run and its rows in one transaction; gives its record."""
         now = time.time()
         with self._transaction() as conn:
-            cursor = conn.execute(
-                "INSERT INTO sweeps(root, settings, created_at) VALUES (?, ?, ?)",
-                (root, settings, now))
-            sweep_id = int(cursor.lastrowid or 0)
+            sweep_id = int(conn.execute(
+                "INSERT INTO sweeps(root, settings, created_at) VALUES (?, ?, ?) RETURNING id",
+                (root, settings, now)).fetchone()[0])
             conn.executemany(
                 "INSERT INTO sweep_results(sweep_id, feature_set, preprocessing, metric, scores,"
                 " image_ids, per_query) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -733,24 +748,28 @@ class Store:
                      if r.feature_set.adapter == name and r.preprocessing != keep]
             conn.executemany("DELETE FROM feature_sets WHERE id = ?", [(i,) for i in stale])
             conn.execute(
-                "INSERT OR REPLACE INTO adapters(name, base, preprocessing, dim_in, dim_out,"
-                " weights, info, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO adapters(name, base, preprocessing, dim_in, dim_out,"
+                " weights, info, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET base = excluded.base,"
+                " preprocessing = excluded.preprocessing, dim_in = excluded.dim_in,"
+                " dim_out = excluded.dim_out, weights = excluded.weights, info = excluded.info,"
+                " created_at = excluded.created_at",
                 (name, str(base), preprocessing, matrix.shape[0], matrix.shape[1],
                  matrix.tobytes(), info, now))
             if adapted is not None:
                 fs = adapted.feature_set
                 conn.execute(
-                    "INSERT OR IGNORE INTO feature_sets(name, model, layer, pooling,"
-                    " preprocessing, dim, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO feature_sets(name, model, layer, pooling,"
+                    " preprocessing, dim, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT(name, preprocessing) DO NOTHING",
                     (str(fs), fs.model, fs.layer, fs.pooling, adapted.preprocessing,
                      matrix.shape[1], now))
                 fs_id = conn.execute(
                     "SELECT id FROM feature_sets WHERE name = ? AND preprocessing = ?",
                     (str(fs), adapted.preprocessing)).fetchone()[0]
                 conn.executemany(
-                    "INSERT OR REPLACE INTO vectors(feature_set_id, image_id, vector)"
-                    " VALUES (?, ?, ?)",
-                    [(fs_id, int(i), np.ascontiguousarray(v, np.float32).tobytes())
+                    _PUT_VECTOR,
+                    [(fs_id, int(i), self._vector_param(np.ascontiguousarray(v, np.float32)))
                      for i, v in zip(adapted.image_ids, adapted.vectors, strict=True)])
                 self._bump(conn, [fs_id])
         return record
@@ -790,8 +809,8 @@ class Store:
     def add_collection(self, root: str) -> int:
         """Registers an indexed folder as a collection (once); gives its id."""
         with self._transaction() as conn:
-            conn.execute("INSERT OR IGNORE INTO collections(root, created_at) VALUES (?, ?)",
-                         (root, time.time()))
+            conn.execute("INSERT INTO collections(root, created_at) VALUES (?, ?)"
+                         " ON CONFLICT(root) DO NOTHING", (root, time.time()))
             return int(conn.execute("SELECT id FROM collections WHERE root = ?",
                                     (root,)).fetchone()[0])
 
@@ -817,8 +836,10 @@ class Store:
         """Stores a 2-D map of a collection's vectors, made at the feature set's version."""
         with self._transaction() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO maps(feature_set_id, root, version, image_ids, coords)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO maps(feature_set_id, root, version, image_ids, coords)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(feature_set_id, root) DO UPDATE SET"
+                " version = excluded.version, image_ids = excluded.image_ids,"
+                " coords = excluded.coords",
                 (fs_id, root, version, np.ascontiguousarray(image_ids, np.int64).tobytes(),
                  np.ascontiguousarray(coords, np.float32).tobytes()))
 

@@ -19,10 +19,12 @@ import numpy as np
 import numpy.typing as npt
 
 from semsearch.atomic import write_atomically
+from semsearch.errors import ConfigError
 from semsearch.expansion import augment_query, database_augmentation
 from semsearch.index import approx
 from semsearch.index.approx import ApproximateIndex, BuiltFiles, IndexSpec, SearchParams
 from semsearch.index.exact import Calibration, ExactIndex, Metric, calibration
+from semsearch.index.pgvector import PGVECTOR, PgVectorIndex, check_metric
 from semsearch.index.source import StoreVectors
 from semsearch.store import FeatureSetRecord, Store
 
@@ -44,7 +46,7 @@ class LoadedIndex:
     """An index in memory with its manifest and score calibration (read once). With query
     expansion on, `index` holds the DBA gallery and `base` the original vectors."""
 
-    index: ExactIndex | ApproximateIndex
+    index: ExactIndex | ApproximateIndex | PgVectorIndex
     manifest: dict[str, Any]
     calibration: Calibration
     base: ExactIndex | None = None
@@ -98,15 +100,25 @@ class IndexCatalog:
                  exact_max: int = EXACT_MAX) -> None:
         self.store = store
         self.folder = folder or store.index_folder()
-        self.index = index if index == "auto" else str(IndexSpec.parse(index))
+        self.index = index if index in ("auto", PGVECTOR) else str(IndexSpec.parse(index))
+        if index == PGVECTOR and not hasattr(store, "nearest"):
+            raise ConfigError("--index pgvector needs a PostgreSQL catalogue (--db "
+                              "postgresql://...)")
         self.on_disk = on_disk
         self.params = params or SearchParams()
         self.exact_max = exact_max
 
-    def spec_for(self, record: FeatureSetRecord) -> IndexSpec:
-        """Gives the index a feature set gets: the configured one, or by size for auto."""
+    def spec_for(self, record: FeatureSetRecord) -> IndexSpec | None:
+        """Gives the FAISS index a feature set gets: the configured one, or by size for auto;
+        None for pgvector's index inside PostgreSQL (auto picks it above exact_max when the
+        catalogue is in PostgreSQL)."""
+        if self.index == PGVECTOR:
+            return None
         if self.index == "auto":
-            return approx.auto_spec(self.store.count_vectors(record.id), self.exact_max)
+            count = self.store.count_vectors(record.id)
+            if count > self.exact_max and hasattr(self.store, "nearest"):
+                return None
+            return approx.auto_spec(count, self.exact_max)
         return IndexSpec(self.index)
 
     def _stem(self, record: FeatureSetRecord, metric: Metric, expand_k: int = 0,
@@ -147,6 +159,8 @@ class IndexCatalog:
         expand_k > 1 asks for database-side augmentation over that many neighbours (outside
         queries are expanded to match); cosine only, and left out above EXPAND_MAX vectors."""
         spec = self.spec_for(record)
+        if spec is None:
+            return self._get_pgvector(record, metric)
         if not spec.exact:
             return self._get_approximate(record, metric, spec)
         expand_k = expand_k if metric.name == "cosine" and expand_k > 1 else 0
@@ -218,6 +232,41 @@ class IndexCatalog:
         log.info("built %s index of %s (%d vectors) in %.2fs", metric, record.name, len(ids),
                  time.perf_counter() - started)
         return LoadedIndex(index, manifest, calib, base)
+
+    def _get_pgvector(self, record: FeatureSetRecord, metric: Metric) -> LoadedIndex:
+        """Gives pgvector's HNSW index of the feature set, built in PostgreSQL if missing
+        (its recall@10 against exact search is measured then and kept in the catalogue)."""
+        from semsearch.pgstore import HNSW_MAX_DIM, PostgresStore
+
+        store = self.store
+        assert isinstance(store, PostgresStore)
+        check_metric(metric)
+        source = StoreVectors(store, record.id)
+        key = f"recall:{store.hnsw_index_name(record.id, metric.name)}"
+        if not store.has_hnsw(record.id, metric.name):
+            started = time.perf_counter()
+            if store.ensure_hnsw(record.id, record.dim, metric.name):
+                log.info("built pgvector HNSW index of %s in %.1fs", record.name,
+                         time.perf_counter() - started)
+                store.set_meta(key, "")
+            else:
+                log.warning("%s has %d dimensions, more than pgvector indexes (%d): searched "
+                            "by an exact scan in PostgreSQL", record.name, record.dim,
+                            HNSW_MAX_DIM)
+        index = PgVectorIndex(store, record, metric, self.params.ef_search)
+        rng = np.random.default_rng(0)
+        query_ids, queries = source.sample_with_ids(min(RECALL_QUERIES, source.count), rng)
+        recall_text = store.meta(key)
+        if index.hnsw and not recall_text:
+            truth = approx.exact_neighbours(queries, source, metric, 11)
+            recall = approx.measure_recall(index.search, queries, query_ids, truth, 10)
+            store.set_meta(key, json.dumps({"recall_at_10": recall,
+                                            "params": index.applied}))
+        calib = calibration(ExactIndex.build(queries, query_ids, metric), queries)
+        manifest = {"kind": PGVECTOR, "index": "pgvector HNSW" if index.hnsw else
+                    "pgvector exact scan", "count": len(index), "metric": metric.name,
+                    "expand_k_used": 0, "search_params": index.applied}
+        return LoadedIndex(index, manifest, calib)
 
     def _get_approximate(self, record: FeatureSetRecord, metric: Metric,
                          spec: IndexSpec) -> LoadedIndex:
@@ -325,7 +374,7 @@ class IndexCatalog:
 
     def status(self, record: FeatureSetRecord) -> list[IndexStatus]:
         """Gives the saved indexes of a feature set and whether each is fresh."""
-        found = []
+        found = self._pgvector_status(record)
         prefix = self._stem(record, Metric()).rsplit(".", 1)[0] + "."
         for path in sorted(self.folder.glob(prefix + "*.json")):
             manifest = self._read_manifest(path)
@@ -347,6 +396,27 @@ class IndexCatalog:
                 float(recall) if recall is not None else None,
                 ", ".join(f"{k}={v}" for k, v in params.items()),
                 float(ram) / count if ram is not None and count else None))
+        return found
+
+    def _pgvector_status(self, record: FeatureSetRecord) -> list[IndexStatus]:
+        from semsearch.pgstore import PostgresStore
+
+        store = self.store
+        if not isinstance(store, PostgresStore):
+            return []
+        found = []
+        count = store.count_vectors(record.id)
+        for metric in ("cosine", "ip", "euclidean"):  # sqeuclidean shares euclidean's
+            if not store.has_hnsw(record.id, metric):
+                continue
+            name = store.hnsw_index_name(record.id, metric)
+            saved = store.meta(f"recall:{name}")
+            data = json.loads(saved) if saved else {}
+            params = data.get("params") or {}
+            found.append(IndexStatus(
+                metric if metric != "euclidean" else "euclidean/sqeuclidean", count, True,
+                f"{store.location} index {name}", "", "pgvector HNSW",
+                data.get("recall_at_10"), ", ".join(f"{k}={v}" for k, v in params.items())))
         return found
 
 

@@ -218,6 +218,7 @@ def test_pgvector_hnsw_index(pg_url: str, tmp_path: Path, metric: str) -> None:
         [status] = catalog.status(rec)
         assert status.index == "pgvector HNSW" and status.recall_at_10 is not None
         assert status.recall_at_10 >= 0.9
+        assert IndexCatalog(store, exact_max=1000).spec_for(rec) is None  # auto: pgvector
 
 
 def test_pgvector_limits_are_said(pg_url: str, tmp_path: Path) -> None:
@@ -232,9 +233,9 @@ def test_pgvector_limits_are_said(pg_url: str, tmp_path: Path) -> None:
         assert loaded.index.search(x[3], 1)[1][0, 0] == store.vectors(rec.id)[0][3]
         with pytest.raises(UnknownMetricError, match="use the exact index"):
             IndexCatalog(store, index="pgvector").get(rec, Metric("minkowski"))
-        # auto: exact below the threshold, pgvector above it.
+        # auto: exact below the threshold; above it pgvector if it can index them, else IVF.
         assert IndexCatalog(store).spec_for(rec) is not None
-        assert IndexCatalog(store, exact_max=10).spec_for(rec) is None
+        assert str(IndexCatalog(store, exact_max=10).spec_for(rec)).startswith("IVF")
     with Store.open(tmp_path / "s.db") as sqlite, pytest.raises(ConfigError, match="PostgreSQL"):
         IndexCatalog(sqlite, index="pgvector")
 

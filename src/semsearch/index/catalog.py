@@ -111,13 +111,16 @@ class IndexCatalog:
     def spec_for(self, record: FeatureSetRecord) -> IndexSpec | None:
         """Gives the FAISS index a feature set gets: the configured one, or by size for auto;
         None for pgvector's index inside PostgreSQL (auto picks it above exact_max when the
-        catalogue is in PostgreSQL)."""
+        catalogue is in PostgreSQL and pgvector can index vectors that long)."""
         if self.index == PGVECTOR:
             return None
         if self.index == "auto":
             count = self.store.count_vectors(record.id)
             if count > self.exact_max and hasattr(self.store, "nearest"):
-                return None
+                from semsearch.pgstore import HNSW_MAX_DIM
+
+                if record.dim <= HNSW_MAX_DIM:  # else pgvector could only scan them all
+                    return None
             return approx.auto_spec(count, self.exact_max)
         return IndexSpec(self.index)
 

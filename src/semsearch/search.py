@@ -16,7 +16,7 @@ from semsearch.errors import NotIndexedError, QueryError
 from semsearch.features import Extractor
 from semsearch.images import printable
 from semsearch.index.catalog import IndexCatalog, LoadedIndex
-from semsearch.index.exact import Metric
+from semsearch.index.exact import ExactIndex, Metric
 from semsearch.store import FeatureSetRecord, ImageRecord, Store
 
 
@@ -228,6 +228,10 @@ class SearchService:
         over, asking for more if needed."""
         prefix = within.rstrip(os.sep) + os.sep if within else ""
         total = len(loaded.index)
+        if not isinstance(loaded.index, ExactIndex):
+            # An approximate index asked for a large share of the collection would search
+            # all of it (an HNSW graph walk that wide takes seconds): stop at a few thousand.
+            total = min(total, max(2000, 50 * k))
         want = min(total, k + 1 + 8)
         while True:
             dist, ids = loaded.index.search(vector[None, :], want)

@@ -227,10 +227,8 @@ class ApproximateIndex:
         k_eff = max(0, min(k, n))
         if k_eff == 0:
             return (np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64))
-        if "HNSW" in self.spec.core and self.applied.get("efSearch", 0) < k_eff:
-            import faiss
-
-            faiss.ParameterSpace().set_index_parameter(self._index, "efSearch", k_eff)
+        # FAISS's HNSW search widens efSearch to k by itself; nothing shared is changed here,
+        # so threads can search one index at once.
         want = min(self.candidates(k_eff), n)
         raw, rows = self._index.search(q, want)
         if self._full is not None:

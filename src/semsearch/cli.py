@@ -73,7 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     p = command("index", help="index a folder of images (incremental)")
     p.add_argument("path", help="folder or image file")
     _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", "expand_k", *_INDEX_FLAGS,
-                      "batch_size", "workers", *_RUN_FLAGS))
+                      "batch_size", "workers", *_RUN_FLAGS, "engine"))
+    p.add_argument("--address", "--ray-address", dest="ray_address", default=None,
+                   metavar="HOST:PORT", help="Ray cluster for --engine ray: its head's "
+                   "HOST:PORT, or auto (default: a new local one)")
     p.add_argument("--text", action="store_true",
                    help="also keep the class probabilities that search by words reads")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

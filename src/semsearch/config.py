@@ -206,6 +206,16 @@ class Config:
     runtime: str = _setting(
         "onnx", "inference engine: onnx (fast) or torch (the reference)", _choice("onnx", "torch")
     )
+    engine: str = _setting(
+        "local", "where `semsearch index` decodes and embeds: local (threads in this process) "
+        "or ray (a Ray Data job on the cluster at ray_address; needs semsearch[ray])",
+        _choice("local", "ray")
+    )
+    ray_address: str | None = _setting(
+        None, "Ray cluster for engine ray: its head as HOST:PORT (e.g. 10.0.0.5:6379), or "
+        "auto (one started on this machine); default: a new local one with a CPU per core",
+        _optional_str
+    )
 
     def db_path(self) -> Path:
         """Gives the catalogue path, defaulting to the user data folder."""

@@ -4,7 +4,11 @@ store.
 Decoding runs ahead of the model on a thread pool (PIL and ONNX Runtime release the GIL);
 each batch is written in one store transaction, so an interrupted run resumes where it
 stopped. Unchanged files are skipped by (path, size, mtime); moved or touched files are
-recognised by content hash and re-pointed without being embedded again."""
+recognised by content hash and re-pointed without being embedded again.
+
+`IndexRun` holds what does not depend on where decoding and embedding happen (the plan
+against the catalogue, the decisions content hashes allow, the writes and the report);
+`index_folder` runs it on local threads, `semsearch.distributed` as a Ray Data job."""
 
 from __future__ import annotations
 
@@ -13,10 +17,10 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -69,14 +73,27 @@ class _Undecodable:
 
 
 @dataclass(frozen=True)
-class _Decoded:
+class Content:
+    """A file whose vectors are to be stored: what the catalogue records about it."""
+
     file: ImageFile
     sha256: str
-    pixels: Any  # the extractor's decoded input: an array, or one per model of a composite
     width: int
     height: int
     replaces: int | None
     new_path: bool  # the catalogue has nothing at this path
+
+
+@dataclass(frozen=True)
+class _Decoded(Content):
+    pixels: Any  # the extractor's decoded input: an array, or one per model of a composite
+
+
+class Embed(NamedTuple):
+    """A file's content must be embedded; its vectors take over stored image `replaces`
+    (a moved file whose old row lacks this run's vectors), or make a new row (None)."""
+
+    replaces: int | None
 
 
 class _Plan:
@@ -115,30 +132,144 @@ def _certainly_gone(path: str) -> bool:
             and not os.path.lexists(path))
 
 
+class IndexRun:
+    """One run over root (a folder or one file), whichever engine decodes and embeds: the
+    scan and the plan against the catalogue, what content hashes decide, the writes (one
+    store transaction each) and the report. Finish it with `finish`."""
+
+    def __init__(self, store: Store, embedder: Embedder, root: str | os.PathLike[str]) -> None:
+        self.started = time.perf_counter()
+        root_path = os.path.realpath(os.fspath(root))
+        check_name(root_path)
+        if not os.path.exists(root_path):
+            raise BadImageError(root_path, "no such file or folder")
+        scan = scan_images(root_path)
+        if not os.path.isdir(root_path) and not scan.files:
+            raise BadImageError(*scan.problems[0])
+        self.store = store
+        self.root = root_path
+        self.scan = scan
+        self.fs_ids = [store.ensure_feature_set(fs, embedder.preprocessing, dim).id
+                       for fs, dim in embedder.outputs]
+        self.plan = _Plan(store, self.fs_ids, root_path, scan)
+        self.report = IndexReport(root_path, [str(fs) for fs, _ in embedder.outputs],
+                                  found=len(scan.files), unchanged=self.plan.unchanged)
+        self.report.failed.extend(Skipped(path, reason) for path, reason in scan.problems)
+        self._consumed: set[int] = set()
+        self._stale: set[int] = set()
+
+    @property
+    def todo(self) -> list[tuple[ImageFile, ImageRecord | None]]:
+        """Gives the files to look at, each with what the catalogue holds at its path."""
+        return self.plan.todo
+
+    def known_content(self, rec: ImageRecord | None) -> str | None:
+        """Gives the content hash with which the file at rec's path needs no embedding (it
+        was only touched), or None."""
+        return rec.sha256 if rec is not None and rec.id in self.plan.with_vectors else None
+
+    def movable_hashes(self) -> set[str]:
+        """Gives the content hashes of missing images that have this run's vectors: a file
+        with one of them has moved, and may need no embedding."""
+        return {sha for sha, rec in self.plan.by_hash.items()
+                if rec.id in self.plan.with_vectors}
+
+    def route(self, f: ImageFile, rec: ImageRecord | None, sha: str, size: int) -> Move | Embed:
+        """Gives what a file's content (its hash and byte size) calls for: a Move of a stored
+        image that has this run's vectors, or Embed. Claims a missing image at most once."""
+        plan = self.plan
+        if rec is not None and rec.sha256 == sha:
+            if rec.id in plan.with_vectors:
+                return Move(rec.id, f.path, size, f.mtime_ns, f.label, touched=True)
+            return Embed(None)
+        moved_from = plan.by_hash.pop(sha, None)
+        if moved_from is None:
+            return Embed(None)
+        if moved_from.id in plan.with_vectors:
+            return Move(moved_from.id, f.path, size, f.mtime_ns, f.label)
+        return Embed(moved_from.id)
+
+    def skip(self, path: str, reason: str, stale_id: int | None = None) -> None:
+        """Records a file that cannot be used; stale_id is a stored image it used to hold
+        (other content), now gone."""
+        self.report.failed.append(Skipped(path, reason))
+        if stale_id is not None:
+            self._stale.add(stale_id)
+
+    def write(self, items: Sequence[Content], sets: Sequence[npt.NDArray[np.float32]],
+              moves: Sequence[Move]) -> None:
+        """Writes files with their vectors (sets: one (len(items), dim) array per feature
+        set) and moves in one store transaction. A file with a non-finite value is skipped."""
+        report = self.report
+        new: list[NewImage] = []
+        if items:
+            finite: npt.NDArray[np.bool_] = np.logical_and.reduce(
+                [np.isfinite(vectors).all(axis=1) for vectors in sets])
+            for i in np.flatnonzero(~finite):
+                report.failed.append(Skipped(items[int(i)].file.path,
+                                             "the model gave non-finite values for it"))
+            kept = [d for i, d in enumerate(items) if finite[i]]
+            sets = [vectors[finite] for vectors in sets]
+            moved_in = self._moved_from_elsewhere(kept)
+            new = [
+                NewImage(d.file.path, d.file.size, d.file.mtime_ns, d.sha256, d.width, d.height,
+                         d.file.label, {fs_id: sets[j][i] for j, fs_id in enumerate(self.fs_ids)},
+                         d.replaces if d.replaces is not None else moved_in.get(d.file.path))
+                for i, d in enumerate(kept)
+            ]
+        self.store.write_batch(new, list(moves))
+        report.embedded += len(new)
+        report.touched += sum(1 for m in moves if m.touched)
+        report.moved += sum(1 for m in moves if not m.touched)
+        report.moved += sum(1 for n in new if n.replaces is not None)
+        self._consumed.update(m.image_id for m in moves)
+        self._consumed.update(n.replaces for n in new if n.replaces is not None)
+
+    def _moved_from_elsewhere(self, batch: list[Content]) -> dict[str, int]:
+        # Files moved in from outside root: the catalogue holds their content at a path that
+        # is certainly gone. Taking over such a row keeps its other feature sets' vectors.
+        # Missing images under root are the decoding threads' to claim, not this lookup's.
+        fresh = [d for d in batch if d.replaces is None and d.new_path]
+        known = self.store.images_with_shas([d.sha256 for d in fresh]) if fresh else {}
+        taken: dict[str, int] = {}
+        for item in fresh:
+            for candidate in known.get(item.sha256, []):
+                if (candidate.id not in self._consumed
+                        and candidate.id not in self.plan.missing_ids
+                        and _certainly_gone(candidate.path)):
+                    self._consumed.add(candidate.id)
+                    taken[item.file.path] = candidate.id
+                    break
+        return taken
+
+    def finish(self) -> IndexReport:
+        """Removes what is gone, registers the collection, and gives the report."""
+        plan = self.plan
+        self.report.removed = self.store.remove_images(
+            (plan.missing_ids - self._consumed) | self._stale)
+        if os.path.isdir(self.root) and self.scan.files:
+            self.store.add_collection(self.root)
+        self.report.seconds = time.perf_counter() - self.started
+        return self.report
+
+
 def _prepare(
-    extractor: Embedder, plan: _Plan, f: ImageFile, rec: ImageRecord | None
+    extractor: Embedder, run: IndexRun, f: ImageFile, rec: ImageRecord | None
 ) -> _Decoded | Move | _Undecodable:
     check_name(f.path)
     data = read_bytes(f.path)
     sha = hashlib.sha256(data).hexdigest()
     size = len(data)
-    replaces: int | None = None
-    if rec is not None and rec.sha256 == sha:
-        if rec.id in plan.with_vectors:
-            return Move(rec.id, f.path, size, f.mtime_ns, f.label, touched=True)
-    else:
-        moved_from = plan.by_hash.pop(sha, None)
-        if moved_from is not None:
-            if moved_from.id in plan.with_vectors:
-                return Move(moved_from.id, f.path, size, f.mtime_ns, f.label)
-            replaces = moved_from.id
+    route = run.route(f, rec, sha, size)
+    if isinstance(route, Move):
+        return route
     try:
         pixels, (width, height) = extractor.decode(data, name=f.path)
     except BadImageError as exc:
         stale = rec.id if rec is not None and rec.sha256 != sha else None
         return _Undecodable(exc.path, exc.reason, stale)
-    return _Decoded(ImageFile(f.path, size, f.mtime_ns), sha, pixels, width, height, replaces,
-                    rec is None)
+    return _Decoded(ImageFile(f.path, size, f.mtime_ns), sha, width, height, route.replaces,
+                    rec is None, pixels)
 
 
 def index_folder(
@@ -153,77 +284,24 @@ def index_folder(
     """Brings the store's vectors for root (a folder or one file) up to date with the disk,
     for every feature set the extractor gives, and gives a report. Bad files are skipped and
     listed; they never stop the run."""
-    started = time.perf_counter()
-    root_path = os.path.realpath(os.fspath(root))
-    check_name(root_path)
-    if not os.path.exists(root_path):
-        raise BadImageError(root_path, "no such file or folder")
-    scan = scan_images(root_path)
-    if not os.path.isdir(root_path) and not scan.files:
-        raise BadImageError(*scan.problems[0])
-    fs_ids = [store.ensure_feature_set(fs, extractor.preprocessing, dim).id
-              for fs, dim in extractor.outputs]
-    plan = _Plan(store, fs_ids, root_path, scan)
-    report = IndexReport(root_path, [str(fs) for fs, _ in extractor.outputs],
-                         found=len(scan.files), unchanged=plan.unchanged)
-    report.failed.extend(Skipped(path, reason) for path, reason in scan.problems)
-    consumed: set[int] = set()
-    stale: set[int] = set()
+    run = IndexRun(store, extractor, root)
     decoded: list[_Decoded] = []
     moves: list[Move] = []
     done = 0
 
     def flush() -> None:
         nonlocal decoded, moves
-        new: list[NewImage] = []
-        if decoded:
-            sets = extractor.embed_sets([d.pixels for d in decoded])
-            finite: npt.NDArray[np.bool_] = np.logical_and.reduce(
-                [np.isfinite(vectors).all(axis=1) for vectors in sets])
-            for i in np.flatnonzero(~finite):
-                report.failed.append(Skipped(decoded[i].file.path,
-                                             "the model gave non-finite values for it"))
-            decoded = [d for i, d in enumerate(decoded) if finite[i]]
-            sets = [vectors[finite] for vectors in sets]
-            moved_in = _moved_from_elsewhere(decoded)
-            new = [
-                NewImage(d.file.path, d.file.size, d.file.mtime_ns, d.sha256, d.width, d.height,
-                         d.file.label, {fs_id: sets[j][i] for j, fs_id in enumerate(fs_ids)},
-                         d.replaces if d.replaces is not None else moved_in.get(d.file.path))
-                for i, d in enumerate(decoded)
-            ]
-        store.write_batch(new, moves)
-        report.embedded += len(new)
-        report.touched += sum(1 for m in moves if m.touched)
-        report.moved += sum(1 for m in moves if not m.touched)
-        report.moved += sum(1 for n in new if n.replaces is not None)
-        consumed.update(m.image_id for m in moves)
-        consumed.update(n.replaces for n in new if n.replaces is not None)
+        sets = extractor.embed_sets([d.pixels for d in decoded]) if decoded else []
+        run.write(decoded, sets, moves)
         decoded, moves = [], []
 
-    def _moved_from_elsewhere(batch: list[_Decoded]) -> dict[str, int]:
-        # Files moved in from outside root: the catalogue holds their content at a path that
-        # is certainly gone. Taking over such a row keeps its other feature sets' vectors.
-        # Missing images under root are the decoding threads' to claim, not this lookup's.
-        fresh = [d for d in batch if d.replaces is None and d.new_path]
-        known = store.images_with_shas([d.sha256 for d in fresh]) if fresh else {}
-        taken: dict[str, int] = {}
-        for item in fresh:
-            for candidate in known.get(item.sha256, []):
-                if (candidate.id not in consumed and candidate.id not in plan.missing_ids
-                        and _certainly_gone(candidate.path)):
-                    consumed.add(candidate.id)
-                    taken[item.file.path] = candidate.id
-                    break
-        return taken
-
     n_workers = cores_or(workers)
-    total = len(plan.todo)
+    total = len(run.todo)
     if progress:
         progress(0, total)
     with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="decode") as pool_:
         pending: deque[tuple[ImageFile, Future[_Decoded | Move | _Undecodable]]] = deque()
-        todo = iter(plan.todo)
+        todo = iter(run.todo)
         ahead = 2 * batch_size + n_workers
 
         def submit_more() -> None:
@@ -231,7 +309,7 @@ def index_folder(
                 item = next(todo, None)
                 if item is None:
                     return
-                pending.append((item[0], pool_.submit(_prepare, extractor, plan, *item)))
+                pending.append((item[0], pool_.submit(_prepare, extractor, run, *item)))
 
         submit_more()
         while pending:
@@ -240,15 +318,13 @@ def index_folder(
             try:
                 result = future.result()
             except BadImageError as exc:
-                report.failed.append(Skipped(exc.path, exc.reason))
+                run.skip(exc.path, exc.reason)
                 log.warning("skipping %s: %s", exc.path, exc.reason)
             else:
                 if isinstance(result, Move):
                     moves.append(result)
                 elif isinstance(result, _Undecodable):
-                    report.failed.append(Skipped(result.path, result.reason))
-                    if result.stale_id is not None:
-                        stale.add(result.stale_id)
+                    run.skip(result.path, result.reason, result.stale_id)
                 else:
                     decoded.append(result)
             done += 1
@@ -258,10 +334,7 @@ def index_folder(
                     progress(done, total)
         if decoded or moves:
             flush()
-    report.removed = store.remove_images((plan.missing_ids - consumed) | stale)
-    if os.path.isdir(root_path) and scan.files:
-        store.add_collection(root_path)
+    report = run.finish()
     if progress:
         progress(total, total)
-    report.seconds = time.perf_counter() - started
     return report

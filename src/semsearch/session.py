@@ -276,10 +276,21 @@ class Session:
     def index(self, path: str, *, feature_set: FeatureSet | None = None,
               progress: Progress | None = None) -> IndexReport:
         """Brings the catalogue up to date with a folder for the feature set (default: the
-        configured one) and leaves its search index for the configured metric built."""
+        configured one), on the configured engine (local threads, or a Ray cluster), and
+        leaves its search index for the configured metric built."""
+        if self.config.engine == "ray":
+            from semsearch.distributed import check_cluster
+
+            check_cluster(self.config)  # before loading the model
         extractor = self.extractor(feature_set or self.feature_set())
-        report = index_folder(self.store, extractor, path, batch_size=self.config.batch_size,
-                              workers=self.config.workers, progress=progress)
+        if self.config.engine == "ray":
+            from semsearch.distributed import index_with_ray
+
+            report = index_with_ray(self, extractor, path, progress=progress)
+        else:
+            report = index_folder(self.store, extractor, path,
+                                  batch_size=self.config.batch_size,
+                                  workers=self.config.workers, progress=progress)
         record = self.store.feature_set(extractor.feature_set, extractor.preprocessing)
         self.catalog.get(record, self.metric(), self.config.expand_k)
         return report

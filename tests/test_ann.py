@@ -177,8 +177,11 @@ def test_auto_is_exact_for_small_collections_and_ivf_above(store: Store) -> None
     assert IndexCatalog(store).spec_for(record).exact
     assert IndexCatalog(store).get(record, Metric()).manifest["kind"] == "exact"
     spec = IndexCatalog(store, exact_max=1000).spec_for(record)
-    assert str(spec) == "IVF256,Flat"  # about 4 sqrt(3000), a power of two
-    assert approx.auto_spec(1_000_000, 200_000).nlist == 4096
+    assert str(spec) == "IVF256,Flat"  # about 4 sqrt(3000), a power of two; 32-d: no codes
+    # Long vectors get 32-byte OPQ codes re-ranked from disk, as benchmarks/ann.py chose.
+    big = approx.auto_spec(1_000_000, 200_000, dim=1280)
+    assert str(big) == "OPQ32_128,IVF4096,PQ32,RFlat" and big.refine and big.nlist == 4096
+    assert str(approx.auto_spec(1_000_000, 200_000, dim=64)) == "IVF4096,Flat"
 
 
 def test_what_an_approximate_index_cannot_do_is_said(store: Store) -> None:
@@ -217,3 +220,13 @@ def test_manifest_names_every_file(store: Store) -> None:
     ids, vectors = store.vectors(record.id)
     d, found = loaded.index.search(vectors[:1], 1)
     assert found[0, 0] == ids[0] and d[0, 0] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_auto_above_the_threshold_picks_compressed_codes_for_long_vectors(
+        store: Store) -> None:
+    # Building it is covered by the OPQ/PQ/RFlat tests above on smaller codes: training
+    # 32 sub-quantizers takes a minute even on a few thousand vectors.
+    _fill(store, _clustered(1200, d=128))
+    record = store.feature_sets()[0]
+    assert str(IndexCatalog(store, exact_max=1000).spec_for(record)) == \
+        "OPQ32_128,IVF128,PQ32,RFlat"

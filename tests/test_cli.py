@@ -182,7 +182,7 @@ def test_approximate_index_from_the_command_line(capsys: pytest.CaptureFixture[s
     assert code == 0 and json.loads(out)["unchanged"] == 18
     code, out, _ = _run(capsys, "info")
     assert code == 0 and "index HNSW16 cosine: 18 vectors, fresh" in out
-    assert "recall@10 1.000 against exact search (efSearch=128)" in out
+    assert "recall@10 1.000 against exact search (efSearch=256)" in out
 
     query = sorted((folder / "arch").glob("*.jpg"))[0]
     code, out, _ = _run(capsys, "search", str(query), "--model", "lite0", "--index", "HNSW16",

@@ -152,17 +152,18 @@ class Config:
         "auto", "search index as a FAISS factory string: Flat (exact), HNSW32, IVF4096,Flat, "
         "OPQ32_128,IVF4096,PQ32,RFlat (,RFlat re-ranks from the full vectors on disk); pgvector "
         "(HNSW inside a PostgreSQL catalogue); auto: exact up to 200,000 vectors, above that "
-        "IVF (or pgvector for a PostgreSQL catalogue)", _index_string
+        "OPQ32_128,IVF<4 sqrt n>,PQ32,RFlat (or pgvector for a PostgreSQL catalogue)",
+        _index_string
     )
     nprobe: int = _setting(
         0, "IVF lists an approximate search visits; 0: nlist/128, at least 16",
         _non_negative_int
     )
     ef_search: int = _setting(
-        0, "HNSW candidate list length at search time; 0: 128", _non_negative_int
+        0, "HNSW candidate list length at search time; 0: 256 (40 for pgvector)", _non_negative_int
     )
     refine_k: int = _setting(
-        0, "candidates an ,RFlat index re-ranks with the full vectors; 0: max(4 k, 64)",
+        0, "candidates an ,RFlat index re-ranks with the full vectors; 0: max(16 k, 256)",
         _non_negative_int
     )
     index_on_disk: str = _setting(

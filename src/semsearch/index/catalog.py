@@ -121,7 +121,7 @@ class IndexCatalog:
 
                 if record.dim <= HNSW_MAX_DIM:  # else pgvector could only scan them all
                     return None
-            return approx.auto_spec(count, self.exact_max)
+            return approx.auto_spec(count, self.exact_max, record.dim)
         return IndexSpec(self.index)
 
     def _stem(self, record: FeatureSetRecord, metric: Metric, expand_k: int = 0,

@@ -73,12 +73,8 @@ def main() -> int:
     args = ap.parse_args()
     work: Path = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    real = ann_data.real_views(work / f"real_lite0_c{CROPS}_s0.npz", CROPS, 0)
-    split = ann_data.split(real, args.queries, PER_IMAGE, 0)
-    noise = ann_data.NoiseModel.fit(real)
-    data, _ = ann_data.write_database(work / f"db_n{args.n}_s0.npy", args.n, split.db_real,
-                                      noise, 0)
-    queries = split.queries
+    path, queries, _ = ann_data.views_database(work, args.n, args.queries, CROPS, PER_IMAGE)
+    data = np.load(path, mmap_mode="r")
     metric = Metric("cosine")
     ids = np.arange(1, args.n + 1, dtype=np.int64)  # the catalogue numbers images from 1
     exact = ExactIndex.build(np.asarray(data), ids, metric)
@@ -107,7 +103,7 @@ def main() -> int:
             print(f"pgvector HNSW (m=16, ef_construction=64) built in {pg_build:.0f} s; plan "
                   f"uses it: {store.hnsw_index_name(fs_id, 'cosine') in plan}")
             t0 = time.perf_counter()
-            source = ann_data.MemmapVectors(data)
+            source = ann_data.MemmapVectors(path)
             faiss_index, _ = approx.build(source, IndexSpec.parse("HNSW16"), metric,
                                           tmp / "faiss", "hnsw", on_disk=False)
             faiss_build = time.perf_counter() - t0

@@ -233,9 +233,11 @@ def test_pgvector_limits_are_said(pg_url: str, tmp_path: Path) -> None:
         assert loaded.index.search(x[3], 1)[1][0, 0] == store.vectors(rec.id)[0][3]
         with pytest.raises(UnknownMetricError, match="use the exact index"):
             IndexCatalog(store, index="pgvector").get(rec, Metric("minkowski"))
-        # auto: exact below the threshold; above it pgvector if it can index them, else IVF.
+        # auto: exact below the threshold; above it pgvector if it can index them, else a
+        # FAISS index.
         assert IndexCatalog(store).spec_for(rec) is not None
-        assert str(IndexCatalog(store, exact_max=10).spec_for(rec)).startswith("IVF")
+        assert str(IndexCatalog(store, exact_max=10).spec_for(rec)) == \
+            "OPQ32_128,IVF32,PQ32,RFlat"
     with Store.open(tmp_path / "s.db") as sqlite, pytest.raises(ConfigError, match="PostgreSQL"):
         IndexCatalog(sqlite, index="pgvector")
 

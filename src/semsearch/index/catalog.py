@@ -182,6 +182,23 @@ class IndexCatalog:
                 log.warning("index %s unreadable (%s); rebuilding", manifest["file"], exc)
         return self.build(record, metric, expand_k)
 
+    def _identity(self, record: FeatureSetRecord, metric: Metric, count: int
+                  ) -> dict[str, Any]:
+        """Gives the manifest fields that tie an index to what it was built from (checked by
+        is_fresh)."""
+        return {
+            "format": MANIFEST_FORMAT,
+            "catalogue_id": self.store.catalogue_id,
+            "feature_set": record.name,
+            "preprocessing": record.preprocessing,
+            "metric": metric.name,
+            "p": metric.p,
+            "dim": record.dim,
+            "count": count,
+            "vectors_version": record.version,
+            "schema_version": self.store.schema_version,
+        }
+
     def build(self, record: FeatureSetRecord, metric: Metric, expand_k: int = 0) -> LoadedIndex:
         """Builds the index from the store's vectors and saves it with its manifest."""
         started = time.perf_counter()
@@ -198,17 +215,8 @@ class IndexCatalog:
         file_name = f"{stem}.v{record.version}.faiss"
         base_name = f"{stem}.v{record.version}.base.faiss" if base is not None else None
         manifest = {
-            "format": MANIFEST_FORMAT,
+            **self._identity(record, metric, len(ids)),
             "kind": "exact",
-            "catalogue_id": self.store.catalogue_id,
-            "feature_set": record.name,
-            "preprocessing": record.preprocessing,
-            "metric": metric.name,
-            "p": metric.p,
-            "dim": record.dim,
-            "count": len(ids),
-            "vectors_version": record.version,
-            "schema_version": self.store.schema_version,
             "file": file_name,
             "base_file": base_name,
             "expand_k": expand_k,
@@ -316,18 +324,9 @@ class IndexCatalog:
         recall = approx.measure_recall(index.search, queries, query_ids, truth, 10)
         calib = calibration(ExactIndex.build(queries, query_ids, metric), queries)
         manifest = {
-            "format": MANIFEST_FORMAT,
+            **self._identity(record, metric, count),
             "kind": "approximate",
             "index": spec.factory,
-            "catalogue_id": self.store.catalogue_id,
-            "feature_set": record.name,
-            "preprocessing": record.preprocessing,
-            "metric": metric.name,
-            "p": metric.p,
-            "dim": record.dim,
-            "count": count,
-            "vectors_version": record.version,
-            "schema_version": self.store.schema_version,
             "files": asdict(files),
             "on_disk": on_disk,
             "expand_k": 0,

@@ -29,7 +29,7 @@ from semsearch.config import Config
 from semsearch.errors import BadImageError, ConfigError, SemsearchError
 from semsearch.features import AdaptedExtractor, CompositeExtractor, Embedder, FeatureExtractor
 from semsearch.featureset import FeatureSet
-from semsearch.images import ImageFile, check_name, read_bytes
+from semsearch.images import ImageFile, check_name, file_byte_cap, read_bytes
 from semsearch.indexing import Content, IndexReport, IndexRun, Progress
 from semsearch.models.registry import ModelSpec
 from semsearch.models.runtime import load_backbone
@@ -122,7 +122,7 @@ def embed_files(extractor: Embedder, paths: Sequence[str], known: Sequence[str],
     def look(i: int) -> Any:
         path = str(paths[i])
         try:
-            data = read_bytes(path)
+            data = read_bytes(path, file_byte_cap(extractor.max_pixels))
         except BadImageError as exc:
             status[i], reason[i] = UNREADABLE, exc.reason
             return None

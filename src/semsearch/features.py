@@ -31,6 +31,9 @@ class Embedder(Protocol):
     @property
     def outputs(self) -> tuple[tuple[FeatureSet, int], ...]: ...
 
+    @property
+    def max_pixels(self) -> int: ...
+
     def decode(self, source: str | bytes, name: str | None = None
                ) -> tuple[Any, tuple[int, int]]: ...
 
@@ -204,6 +207,10 @@ class AdaptedExtractor:
     @property
     def outputs(self) -> tuple[tuple[FeatureSet, int], ...]:
         return ((self.feature_set, self.dim),)
+
+    @property
+    def max_pixels(self) -> int:
+        return self.base.max_pixels
 
     def decode(self, source: str | bytes, name: str | None = None
                ) -> tuple[Any, tuple[int, int]]:

@@ -3,6 +3,7 @@ first frame of animations; anything unusable raises BadImageError with a short r
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import math
@@ -53,11 +54,14 @@ def is_supported(path: str | os.PathLike[str]) -> bool:
 class Scan:
     """What a folder holds: usable image files, and paths that could not be used (with a
     reason). `unreadable` are folders that could not be listed: what the catalogue holds
-    below them must not be taken for deleted."""
+    below them must not be taken for deleted. `links` are symlinks left alone on purpose
+    (with why): a file link into root, whose target is indexed under its own path, and
+    folder links, which are not followed."""
 
     files: list[ImageFile] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _inside(path: str, root: str) -> bool:
@@ -68,14 +72,22 @@ def _add_file(scan: Scan, path: str, root: str) -> None:
     try:
         st = os.stat(path)  # follows a symlink to its target
     except OSError as exc:
-        reason = "broken symlink" if os.path.islink(path) else f"cannot stat: {exc.strerror}"
+        if exc.errno == errno.ELOOP:
+            reason = "symlink loop"
+        elif os.path.islink(path) and exc.errno == errno.ENOENT:
+            reason = "broken symlink"
+        else:
+            reason = f"cannot stat: {exc.strerror}"
         scan.problems.append((printable(path), reason))
         return
     if not stat.S_ISREG(st.st_mode):
         scan.problems.append((printable(path), "not a regular file"))
         return
-    if os.path.islink(path) and _inside(os.path.realpath(path), root):
-        return  # a link to a file that is indexed under its own path already
+    if os.path.islink(path) and _inside(target := os.path.realpath(path), root):
+        # Its target is indexed under its own path; a second row would duplicate it.
+        scan.links.append((printable(path), f"a link to {printable(target)}, which is "
+                                            "indexed under its own path"))
+        return
     scan.files.append(ImageFile(path, st.st_size, st.st_mtime_ns))
 
 
@@ -99,6 +111,10 @@ def scan_images(root: str | os.PathLike[str]) -> Scan:
 
     for dirpath, dirnames, filenames in os.walk(root_path, onerror=on_error):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in dirnames:
+            if os.path.islink(link := os.path.join(dirpath, name)):
+                scan.links.append((printable(link), "a link to a folder, not followed "
+                                                    "(index the folder it points to)"))
         for name in sorted(filenames):
             if not name.startswith(".") and is_supported(name):
                 _add_file(scan, os.path.join(dirpath, name), root_path)
@@ -124,11 +140,32 @@ def check_name(path: str) -> None:
                             "file name is not valid UTF-8; rename the file to use it") from None
 
 
-def read_bytes(path: str) -> bytes:
-    """Gives a file's bytes or raises BadImageError (missing, unreadable, empty)."""
+def file_byte_cap(max_pixels: int) -> int:
+    """Gives the largest file worth reading for an image of at most max_pixels: 8 bytes a
+    pixel (16-bit RGBA, uncompressed) plus room for metadata. Anything larger cannot be an
+    image that would be decoded, and reading it whole could exhaust memory."""
+    return 8 * max_pixels + (64 << 20)
+
+
+def read_bytes(path: str, max_bytes: int | None = None) -> bytes:
+    """Gives a file's bytes or raises BadImageError (missing, unreadable, empty, or larger
+    than max_bytes, which is refused without reading it)."""
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            if max_bytes is not None:
+                size = os.fstat(fh.fileno()).st_size
+                if size > max_bytes:
+                    raise BadImageError(path, f"file is {size / 2**20:.0f} MiB, larger than "
+                                        f"any image within max_pixels ({max_bytes / 2**20:.0f}"
+                                        " MiB); not read")
+                data = fh.read(size + 1)
+                while len(data) > size and len(data) <= max_bytes:  # it grew while read
+                    more = fh.read(1 << 20)
+                    if not more:
+                        break
+                    data += more
+            else:
+                data = fh.read()
     except FileNotFoundError:
         raise BadImageError(path, "file disappeared") from None
     except IsADirectoryError:
@@ -137,6 +174,8 @@ def read_bytes(path: str) -> bytes:
         raise BadImageError(path, f"cannot read: {exc.strerror or exc}") from None
     if not data:
         raise BadImageError(path, "empty file (0 bytes)")
+    if max_bytes is not None and len(data) > max_bytes:
+        raise BadImageError(path, "file grew past the size cap while being read")
     return data
 
 
@@ -185,7 +224,7 @@ def open_image(
     """Gives the image upright and in RGB, decoded at reduced scale when min_short_side
     allows (JPEG DCT scaling), with its full size; or raises BadImageError."""
     label = name or (source if isinstance(source, str) else "<image bytes>")
-    data = read_bytes(source) if isinstance(source, str) else source
+    data = read_bytes(source, file_byte_cap(max_pixels)) if isinstance(source, str) else source
     if not data:
         raise BadImageError(label, "empty file (0 bytes)")
     try:

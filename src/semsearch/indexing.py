@@ -28,7 +28,7 @@ import numpy.typing as npt
 from semsearch.config import cores_or
 from semsearch.errors import BadImageError
 from semsearch.features import Embedder
-from semsearch.images import ImageFile, Scan, check_name, read_bytes, scan_images
+from semsearch.images import ImageFile, Scan, check_name, file_byte_cap, read_bytes, scan_images
 from semsearch.store import ImageRecord, Move, NewImage, Store
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,8 @@ class IndexRun:
         self.plan = _Plan(store, self.fs_ids, root_path, scan)
         self.report = IndexReport(root_path, [str(fs) for fs, _ in embedder.outputs],
                                   found=len(scan.files), unchanged=self.plan.unchanged)
-        self.report.failed.extend(Skipped(path, reason) for path, reason in scan.problems)
+        self.report.failed.extend(Skipped(path, reason)
+                                  for path, reason in scan.problems + scan.links)
         self._consumed: set[int] = set()
         self._stale: set[int] = set()
 
@@ -257,7 +258,7 @@ def _prepare(
     extractor: Embedder, run: IndexRun, f: ImageFile, rec: ImageRecord | None
 ) -> _Decoded | Move | _Undecodable:
     check_name(f.path)
-    data = read_bytes(f.path)
+    data = read_bytes(f.path, file_byte_cap(extractor.max_pixels))
     sha = hashlib.sha256(data).hexdigest()
     size = len(data)
     route = run.route(f, rec, sha, size)

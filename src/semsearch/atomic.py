@@ -10,9 +10,11 @@ from pathlib import Path
 
 def write_atomically(path: Path, write: Callable[[str], object]) -> None:
     """Creates path's folder, calls write(tmp) on a temporary file beside path, then renames
-    it over path; the temporary file is removed if anything fails."""
+    it over path; the temporary file is removed if anything fails. Its name carries this
+    process's id, so one left by a killed process can be recognised and removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.{os.getpid()}.",
+                               suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
@@ -20,6 +22,28 @@ def write_atomically(path: Path, write: Callable[[str], object]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Deletes the temporary files write_atomically left in folder when its process was
+    killed (their process is gone); gives how many went."""
+    removed = 0
+    for tmp in folder.glob("*.tmp") if folder.is_dir() else ():
+        parts = tmp.name[:-len(".tmp")].rsplit(".", 2)
+        if len(parts) == 3 and parts[1].isdigit() and not _alive(int(parts[1])):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def _umask() -> int:

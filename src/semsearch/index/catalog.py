@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from semsearch.atomic import write_atomically
+from semsearch.atomic import remove_stale_temporaries, write_atomically
 from semsearch.errors import ConfigError
 from semsearch.expansion import augment_query, database_augmentation
 from semsearch.index import approx
@@ -202,6 +203,7 @@ class IndexCatalog:
     def build(self, record: FeatureSetRecord, metric: Metric, expand_k: int = 0) -> LoadedIndex:
         """Builds the index from the store's vectors and saves it with its manifest."""
         started = time.perf_counter()
+        remove_stale_temporaries(self.folder)
         ids, vectors = self.store.vectors(record.id)
         used = min(expand_k, len(ids)) if len(ids) <= EXPAND_MAX else 0
         if expand_k and not used:
@@ -310,11 +312,14 @@ class IndexCatalog:
         """Builds an approximate index from the store's vectors, a chunk at a time, measures
         its recall@10 against exact search, and saves it with its manifest."""
         started = time.perf_counter()
+        remove_stale_temporaries(self.folder)
         source = StoreVectors(self.store, record.id)
         count = source.count
         on_disk = self._wants_disk(spec, record, count)
         stem = self._stem(record, metric, spec=spec)
-        version_stem = f"{stem}.v{record.version}"
+        # Each build writes files of its own: one killed half-way never overwrites files
+        # a manifest points to, and the manifest, written last, is what makes a build count.
+        version_stem = f"{stem}.v{record.version}.{secrets.token_hex(4)}"
         index, files = approx.build(source, spec, metric, self.folder, version_stem,
                                     on_disk=on_disk, params=self.params)
         seconds = time.perf_counter() - started

@@ -258,3 +258,70 @@ def test_words_without_an_imagenet_classifier_get_a_message(page: Any) -> None:
     page.click("#text-form button")
     page.wait_for_function(
         "document.querySelector('#error').textContent.includes('Type one or more words')")
+
+
+MARKUP_LABEL = "<img src=x onerror=alert(1)>"
+MARKUP_NAMES = ("<svg onload=alert(2)>.png", "\"><script>alert(3)</script>.png",
+                "';alert(4);'.png", "x' onmouseover='alert(5).png")
+
+
+@pytest.fixture(scope="module")
+def markup_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[str]:
+    # A collection whose class folder and file names are markup, shown all over the page.
+    import uvicorn
+    from tests.conftest import TINY
+
+    from semsearch.config import resolve
+    from semsearch.models.registry import default_registry
+    from semsearch.web.app import create_app
+
+    tmp = tmp_path_factory.mktemp("markup")
+    registry = default_registry()
+    registry.register(TINY)
+    config = resolve({"db": str(tmp / "web.db"), "cache_dir": str(cache_dir), "model": "tiny",
+                      "expand_k": 0}, env={})
+    session = Session(config, registry=registry)
+    root = tmp / "photos"
+    for i, name in enumerate(MARKUP_NAMES):
+        make_image(root / MARKUP_LABEL / name, seed=i)
+        make_image(root / "plain" / f"{i}.png", seed=10 + i)
+    session.index(str(root))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(config, session=session),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+    session.close()
+
+
+def test_file_names_and_labels_are_shown_as_text_never_run(browser: Any,
+                                                          markup_server: str) -> None:
+    # Without bypass_csp: the page's own policy is in force, as for a user.
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(markup_server)
+    page.locator("#results .result").first.wait_for()
+    page.locator("#gallery .thumb").nth(3).click()
+    page.locator("#results .result").first.wait_for()
+    for thumb in page.locator("#gallery .thumb").all()[:4]:
+        thumb.hover()
+    page.click("#tabs button[data-view=map]")
+    page.wait_for_function("document.querySelector('#map-title').textContent.includes('8')",
+                           timeout=120_000)
+    page.click("#tabs button[data-view=search]")
+    injected = page.evaluate(
+        "document.querySelectorAll('script:not([src]), [onerror], [onload], [onmouseover], "
+        "svg').length")
+    shown = page.locator("body").inner_text()
+    _shot(page, "markup-names")
+    context.close()
+    assert dialogs == [] and injected == 0
+    assert MARKUP_LABEL in shown

@@ -197,7 +197,8 @@ def test_models_options_docs_and_page(web: tuple[TestClient, Session, Path]) -> 
     assert client.get("/api/models/resnet9000/layers").status_code == 404
     options = _ok(client.get("/api/options"))
     assert "cosine" in options["metrics"] and "gem" in options["poolings"]
-    assert client.get("/docs").status_code == 200
+    # No /docs or /redoc pages: they load scripts from a CDN into this origin.
+    assert client.get("/docs").status_code == client.get("/redoc").status_code == 404
     schema = _ok(client.get("/openapi.json"))
     assert "/api/collections/{cid}/search" in schema["paths"]
     page = client.get("/")

@@ -4,6 +4,7 @@ clear line and a non-zero exit."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -152,11 +153,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=cmd_adapt)
 
-    p = command("serve", help="serve ConvNet Playground (web page and JSON API) on 127.0.0.1")
+    p = command("serve", help="serve ConvNet Playground (web page and JSON API), on 127.0.0.1 "
+                "unless --host says otherwise")
     p.add_argument("path", nargs="?", help="a folder to index first (incremental)")
-    p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     _add_settings(p, ("db", *_FEATURE_FLAGS, "metric", "minkowski_p", "expand_k", *_INDEX_FLAGS,
-                      "batch_size", "workers", *_RUN_FLAGS))
+                      "batch_size", "workers", "host", "token", *_RUN_FLAGS))
     p.set_defaults(run=cmd_serve)
 
     p = command("explore", help="what a model's channels respond to")
@@ -528,11 +530,34 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
                 bar.close()
             print(f"{report.root}: {report.found} images ({report.embedded} embedded, "
                   f"{len(report.failed)} skipped)")
+        generated = not config.token and not _is_loopback(config.host)
+        if generated:
+            import secrets
+
+            config = dataclasses.replace(config, token=secrets.token_urlsafe(24))
         app = create_app(config, session=session)
-        print(f"ConvNet Playground: http://127.0.0.1:{args.port}/  (API docs at /docs; "
-              "Ctrl-C stops)")
-        uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+        shown = f"[{config.host}]" if ":" in config.host else config.host
+        address = f"http://{shown}:{args.port}/"
+        if config.token:
+            address += f"?token={config.token}" if generated else "?token=<your token>"
+        print(f"ConvNet Playground: {address}", flush=True)
+        print("  API description at /openapi.json; Ctrl-C stops" + (
+            "; every request needs the token (plain HTTP: use it on networks you trust, or "
+            "behind a TLS proxy)" if config.token else ""), flush=True)
+        uvicorn.run(app, host=config.host, port=args.port, log_level="warning")
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    """Gives whether host is this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that may resolve to any interface
 
 
 def cmd_explore_render(args: argparse.Namespace, config: Config) -> int:

@@ -83,6 +83,15 @@ def _path(value: Any) -> str:
     return text
 
 
+def _token(value: Any) -> str | None:
+    text = str(value).strip()
+    if not text:
+        return None
+    if len(text) < 16 or not text.isascii() or not text.isprintable() or " " in text:
+        raise ValueError("must be at least 16 printable ASCII characters without spaces")
+    return text
+
+
 def _choice(*choices: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = str(value).strip().lower()
@@ -216,6 +225,16 @@ class Config:
         None, "Ray cluster for engine ray: its head as HOST:PORT (e.g. 10.0.0.5:6379), or "
         "auto (one started on this machine); default: a new local one with a CPU per core",
         _optional_str
+    )
+
+    host: str = _setting(
+        "127.0.0.1", "address `semsearch serve` listens on; another than loopback (e.g. "
+        "0.0.0.0) serves other machines, and then needs a token", _path
+    )
+    token: str | None = _setting(
+        None, "secret that every request to `semsearch serve` must carry (Authorization: "
+        "Bearer, or the cookie set by opening /?token=...); generated and printed when the "
+        "host is not loopback and none is set", _token
     )
 
     def db_path(self) -> Path:

@@ -4,6 +4,7 @@ Images are only ever served by id, never by a path the client gives."""
 
 from __future__ import annotations
 
+import hmac
 import io
 import json
 import logging
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -49,7 +50,7 @@ from semsearch.errors import (
 )
 from semsearch.explore.channels import RenderBusy
 from semsearch.featureset import FeatureSet
-from semsearch.index.exact import METRICS
+from semsearch.index.exact import METRICS, Metric
 from semsearch.models.registry import ModelRegistry
 from semsearch.pooling import POOLINGS
 from semsearch.search import ImageQuery, KnownImageQuery, ScoredImage
@@ -60,7 +61,9 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 UPLOAD_MAX_BYTES = 20 * 1024 * 1024
+BODY_MAX_BYTES = 64 * 1024  # any other request body (a URL search's JSON)
 MAX_K = 200
+TOKEN_COOKIE = "semsearch_token"
 
 _STATUS: list[tuple[type[Exception], int]] = [
     (NotIndexedError, 404),
@@ -87,8 +90,8 @@ def status_for(exc: Exception) -> int:
 
 class UrlSearch(BaseModel):
     url: str = Field(..., max_length=4096, description="an http(s) URL of an image")
-    feature_set: str | None = None
-    metric: str | None = None
+    feature_set: str | None = Field(None, max_length=1000)
+    metric: str | None = Field(None, max_length=40)
     k: int = Field(15, ge=1, le=MAX_K)
 
 
@@ -97,8 +100,10 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
                upload_max_bytes: int = UPLOAD_MAX_BYTES,
                allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> FastAPI:
     """Gives the FastAPI application serving the catalogue of `config` (or `session`).
-    Requests must name one of `allowed_hosts` (a web page cannot reach the server by
-    pointing its own name at 127.0.0.1), and a POST from another site's page is refused."""
+    Without a token (config.token), requests must name one of `allowed_hosts` (a web page
+    cannot reach the server by pointing its own name at 127.0.0.1); with one, any host name
+    is accepted and every request but the static files must carry the token. A POST from
+    another site's page is refused, and request bodies are capped."""
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     sess = session or Session(config, registry=registry, create=True)
@@ -107,19 +112,59 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
     models_cache: list[Any] = []
     # Query images are decoded a few at a time: a small file can hold a large image.
     decoding = threading.BoundedSemaphore(2)
+    # A URL search can wait on a slow server for its whole deadline; a few at once at most,
+    # so they cannot take every worker thread.
+    fetching = threading.BoundedSemaphore(4)
+    token = config.token
 
+    # The API description stays at /openapi.json; the /docs and /redoc pages would load
+    # scripts from a CDN into this origin.
     app = FastAPI(title="semsearch: ConvNet Playground",
                   description="Semantic image search with convolutional networks.",
-                  version="1")
+                  version="1", docs_url=None, redoc_url=None)
     app.state.session = sess
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.add_middleware(_BodyLimit, limit=BODY_MAX_BYTES,
+                       exempt=lambda path: path.endswith("/search/upload"))
+    if not token:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
 
     @app.middleware("http")
-    async def same_origin_writes(request: Request, call_next: Any) -> Any:
+    async def guard(request: Request, call_next: Any) -> Any:
+        if token and not request.url.path.startswith("/static/"):
+            given = _token_of(request)
+            if given is None or not hmac.compare_digest(given.encode(), token.encode()):
+                return JSONResponse({"detail": "this server needs its token: open the address "
+                                     "`semsearch serve` printed (it ends in ?token=...), or "
+                                     "send Authorization: Bearer <token>"}, status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+            if request.url.path == "/" and "token" in request.query_params:
+                # Trade the token in the address for a cookie, and drop it from the address.
+                moved = RedirectResponse("/", status_code=303)
+                moved.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict",
+                                 path="/")
+                return moved
         if request.method not in ("GET", "HEAD", "OPTIONS") and _cross_site(request):
             return JSONResponse({"detail": "refusing a request sent by another site's page"},
                                 status_code=403)
         return await call_next(request)
+
+    def served_model(name: str) -> str:
+        """Gives name if the web API may load it: a registered model, or a model that made
+        a stored feature set or is configured. Never a file named by the client."""
+        known = set(sess.registry.names()) | set(config.model.split("+"))
+        known |= {part for record in sess.store.feature_sets()
+                  for part in record.feature_set.model.split("+")}
+        if any(part not in known for part in name.split("+")):
+            raise UnknownModelError(
+                f"unknown model {name[:80]!r}; the web API offers the registered models "
+                f"({', '.join(sess.registry.names())}) and those of the catalogue")
+        return name
+
+    def served_feature_set(name: str | None) -> str | None:
+        """Gives the feature set name if its model may be loaded (see served_model)."""
+        if name:
+            served_model(FeatureSet.parse(name).base.model)
+        return name
 
     def search_bytes(c: Collection, data: bytes, **options: Any) -> CollectionSearch:
         check_query_size(data)
@@ -134,6 +179,12 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
     async def busy(_request: Request, exc: RenderBusy) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503,
                             headers={"Retry-After": "3"})
+
+    @app.exception_handler(OverflowError)
+    async def out_of_range(_request: Request, _exc: OverflowError) -> JSONResponse:
+        # An id beyond 64 bits reaches the catalogue as a number it cannot hold.
+        return JSONResponse({"detail": "a number in the request is out of range"},
+                            status_code=422)
 
     @app.exception_handler(ValueError)
     async def value_error(_request: Request, exc: ValueError) -> JSONResponse:
@@ -163,7 +214,8 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
     def collections() -> list[dict[str, Any]]:
         return [_collection_json(summarize(sess.store, c)) for c in list_collections(sess.store)]
 
-    @app.get("/api/collections/{cid}", summary="One collection and its feature sets")
+    @app.get("/api/collections/{cid}", summary="One collection and its feature sets",
+             dependencies=[Depends(same_site)])
     def one_collection(cid: int) -> dict[str, Any]:
         c = collection(cid)
         sets = collection_feature_sets(sess.store, c)
@@ -228,12 +280,13 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
                 models_cache.extend(asdict(row) for row in summarize(sess.registry))
         return models_cache
 
-    @app.get("/api/models/{name}/layers", summary="A model's layers in execution order")
+    @app.get("/api/models/{name}/layers", summary="A model's layers in execution order",
+             dependencies=[Depends(same_site)])
     def layers(name: str) -> list[dict[str, Any]]:
         from semsearch.models.summary import layers as table
 
         return [{**asdict(layer), "shape": list(layer.shape)}
-                for layer in table(sess.registry, name, config.onnx_input())]
+                for layer in table(sess.registry, served_model(name), config.onnx_input())]
 
     @app.get("/api/options", summary="Poolings, metrics and the defaults")
     def options() -> dict[str, Any]:
@@ -243,11 +296,13 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
 
     # -- search -------------------------------------------------------------------------------
 
-    @app.get("/api/collections/{cid}/search", summary="Search by an indexed image's id")
+    @app.get("/api/collections/{cid}/search", summary="Search by an indexed image's id",
+             dependencies=[Depends(same_site)])
     def search_by_id(cid: int, image_id: int, feature_set: str | None = None,
                      metric: str | None = None, k: int = Query(15, ge=1, le=MAX_K),
                      focus: str | None = Query(None, max_length=300)) -> dict[str, Any]:
         c = collection(cid)
+        served_feature_set(feature_set)
         if focus:
             return _focused_json(sess, c, image_id, feature_set, focus, k)
         return _search_json(search_collection(sess, c, KnownImageQuery(image_id),
@@ -262,14 +317,25 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
         if not data:
             raise QueryError("the upload is empty; send the image file as the request body")
         c = await run_in_threadpool(collection, cid)
+        await run_in_threadpool(served_feature_set, feature_set)
         result = await run_in_threadpool(search_bytes, c, data, feature_set=feature_set,
                                          metric=metric, k=k)
         return JSONResponse(_search_json(result))
 
-    @app.post("/api/collections/{cid}/search/url", summary="Search by an image URL")
-    def search_by_url(cid: int, body: UrlSearch) -> dict[str, Any]:
+    @app.post("/api/collections/{cid}/search/url", summary="Search by an image URL",
+              response_model=None)
+    def search_by_url(cid: int, body: UrlSearch) -> dict[str, Any] | JSONResponse:
         c = collection(cid)
-        data = fetch(body.url, policy)
+        served_feature_set(body.feature_set)
+        if body.metric:
+            Metric(body.metric)  # a bad one is refused before anything is fetched
+        if not fetching.acquire(blocking=False):
+            return JSONResponse({"detail": "too many URL searches at once; try again"},
+                                status_code=503, headers={"Retry-After": "2"})
+        try:
+            data = fetch(body.url, policy)
+        finally:
+            fetching.release()
         return _search_json(search_bytes(c, data, feature_set=body.feature_set,
                                          metric=body.metric, k=body.k))
 
@@ -337,7 +403,7 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
         from semsearch.explore.maps import collection_map as make
 
         c = collection(cid)
-        record = resolve_feature_set(sess, c, feature_set)
+        record = resolve_feature_set(sess, c, served_feature_set(feature_set))
         made = make(sess.store, record, c.root)
         records = sess.store.images(made.image_ids)
         # Images whose files are gone are left off (the map keeps their place).
@@ -358,7 +424,8 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
     def channel_picture(name: str, layer: str, channel: int, render: bool = True) -> Response:
         from semsearch.explore.channels import channel_image
 
-        made = channel_image(sess, name, layer, channel, render=render, wait=False)
+        made = channel_image(sess, served_model(name), layer, channel, render=render,
+                             wait=False)
         return Response(made.path.read_bytes(), media_type="image/png",
                         headers={"Cache-Control": "private, max-age=86400",
                                  "X-Render-Cached": "yes" if made.cached else "no",
@@ -374,7 +441,7 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
         c = collection(cid)
         return [{"id": t.image.id, "label": c.label(t.image.path) or "",
                  "name": Path(t.image.path).name, "activation": t.activation}
-                for t in top_activating(sess, c, model, layer, channel, k)]
+                for t in top_activating(sess, c, served_model(model), layer, channel, k)]
 
     @app.get("/api/images/{image_id}/activation", summary="Where a channel fires in an image",
              response_class=Response, dependencies=[Depends(same_site)])
@@ -382,7 +449,8 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
         from semsearch.explore.channels import activation_overlay
 
         record = sess.store.image(image_id)
-        return Response(activation_overlay(sess, record.path, model, layer, channel),
+        return Response(activation_overlay(sess, record.path, served_model(model), layer,
+                                           channel),
                         media_type="image/png")
 
     @app.get("/api/images/{image_id}/classes", summary="The model's top-5 ImageNet classes",
@@ -391,7 +459,7 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
         from semsearch.explore.why import top_classes
 
         record = sess.store.image(image_id)
-        return [asdict(guess) for guess in top_classes(sess, model, record.path)]
+        return [asdict(guess) for guess in top_classes(sess, served_model(model), record.path)]
 
     @app.get("/api/images/{image_id}/cam", summary="A class's activation map over the image",
              response_class=Response, dependencies=[Depends(same_site)])
@@ -399,18 +467,20 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
         from semsearch.explore.why import class_map
 
         record = sess.store.image(image_id)
-        return Response(class_map(sess, model, record.path, class_index),
+        return Response(class_map(sess, served_model(model), record.path, class_index),
                         media_type="image/png")
 
     @app.get("/api/why", summary="Why two indexed images match: the similarity and, per "
              "image, a heatmap of where it comes from (PNG, base64)",
              dependencies=[Depends(same_site)])
-    def why(query: int, result: int, feature_set: str) -> dict[str, Any]:
+    def why(query: int, result: int,
+            feature_set: str = Query(..., max_length=1000)) -> dict[str, Any]:
         import base64
 
         from semsearch.explore.why import similarity_maps
 
         fs = FeatureSet.parse(feature_set)
+        served_model(fs.base.model)
         a, b = sess.store.image(query), sess.store.image(result)
         maps = similarity_maps(sess, fs.base, a.path, b.path)
         encode = base64.b64encode
@@ -542,3 +612,48 @@ async def _read_capped(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise HTTPException(413, f"the upload is larger than {limit:,} bytes")
     return bytes(body)
+
+
+def _token_of(request: Request) -> str | None:
+    """Gives the token a request carries: Authorization: Bearer, the cookie, or ?token= on
+    the page's address."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if cookie := request.cookies.get(TOKEN_COOKIE):
+        return cookie
+    if request.url.path == "/":
+        return request.query_params.get("token")
+    return None
+
+
+class _BodyLimit:
+    """ASGI middleware refusing (413) a request body above `limit` bytes, whether declared
+    by Content-Length or sent in chunks, except on paths `exempt` says have their own cap."""
+
+    def __init__(self, app: Any, limit: int, exempt: Any) -> None:
+        self.app, self.limit, self.exempt = app, limit, exempt
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or self.exempt(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared and (not declared.isdigit() or int(declared) > self.limit):
+            response = JSONResponse({"detail": f"the request body is larger than "
+                                     f"{self.limit:,} bytes"}, status_code=413)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def capped() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise HTTPException(413, f"the request body is larger than "
+                                        f"{self.limit:,} bytes")
+            return message
+
+        await self.app(scope, capped, send)

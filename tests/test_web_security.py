@@ -102,12 +102,14 @@ def test_a_body_cap_on_every_route_but_upload(served: tuple[Session, int, int]) 
 
 class _SlowImage(BaseHTTPRequestHandler):
     release = threading.Event()
+    arrived = threading.Semaphore(0)
 
     def log_message(self, *args: object) -> None:
         pass
 
     def do_GET(self) -> None:  # noqa: N802
-        self.release.wait(20)
+        self.arrived.release()
+        self.release.wait(60)
         self.send_response(404)
         self.end_headers()
 
@@ -130,11 +132,9 @@ def test_slow_url_searches_cannot_take_every_worker(served: tuple[Session, int, 
                 for _ in range(4)]
             for t in threads:
                 t.start()
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:  # until the four are all waiting
-                busy = client.post(f"/api/collections/{cid}/search/url", json={"url": slow})
-                if busy.status_code == 503:
-                    break
+            for _ in range(4):  # until the four fetches all wait on the slow server
+                assert _SlowImage.arrived.acquire(timeout=60)
+            busy = client.post(f"/api/collections/{cid}/search/url", json={"url": slow})
             assert busy.status_code == 503 and busy.headers["retry-after"]
             # Other searches are still answered meanwhile.
             assert client.get(f"/api/collections/{cid}/search",

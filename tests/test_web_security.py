@@ -86,6 +86,22 @@ def test_model_files_are_no_oracle(served: tuple[Session, int, int], tmp_path: P
         assert status == 404 and "unknown model" in detail
 
 
+def test_a_file_swapped_for_a_link_is_not_served(served: tuple[Session, int, int],
+                                                 tmp_path: Path) -> None:
+    session, _, image_id = served
+    path = Path(session.store.image(image_id).path)
+    secret = make_image(tmp_path / "private" / "secret.png", seed=99)
+    path.unlink()
+    path.symlink_to(secret)
+    app = create_app(session.config, session=session, allowed_hosts=("testserver",))
+    with TestClient(app) as client:
+        for route in (f"/api/images/{image_id}/file", f"/api/images/{image_id}/thumbnail",
+                      f"/api/images/{image_id}/classes?model=tiny"):
+            response = client.get(route)
+            assert response.status_code == 404, route
+            assert "replaced by a link" in response.json()["detail"]
+
+
 def test_a_body_cap_on_every_route_but_upload(served: tuple[Session, int, int]) -> None:
     session, cid, _ = served
     app = create_app(session.config, session=session, allowed_hosts=("testserver",))

@@ -55,8 +55,8 @@ class Scan:
     """What a folder holds: usable image files, and paths that could not be used (with a
     reason). `unreadable` are folders that could not be listed: what the catalogue holds
     below them must not be taken for deleted. `links` are symlinks left alone on purpose
-    (with why): a file link into root, whose target is indexed under its own path, and
-    folder links, which are not followed."""
+    (with why): a file link into root, whose target is indexed under its own path; file
+    links out of root and folder links, which are not followed."""
 
     files: list[ImageFile] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
@@ -83,10 +83,17 @@ def _add_file(scan: Scan, path: str, root: str) -> None:
     if not stat.S_ISREG(st.st_mode):
         scan.problems.append((printable(path), "not a regular file"))
         return
-    if os.path.islink(path) and _inside(target := os.path.realpath(path), root):
-        # Its target is indexed under its own path; a second row would duplicate it.
-        scan.links.append((printable(path), f"a link to {printable(target)}, which is "
-                                            "indexed under its own path"))
+    if os.path.islink(path):
+        target = os.path.realpath(path)
+        if _inside(target, root):
+            # Its target is indexed under its own path; a second row would duplicate it.
+            reason = f"a link to {printable(target)}, which is indexed under its own path"
+        else:
+            # Whoever can write in the folder could point it at any picture of this
+            # machine, which the server would then show.
+            reason = "a link to a file outside the folder, not followed (index the folder " \
+                     "it points into)"
+        scan.links.append((printable(path), reason))
         return
     scan.files.append(ImageFile(path, st.st_size, st.st_mtime_ns))
 

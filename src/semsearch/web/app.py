@@ -55,6 +55,7 @@ from semsearch.models.registry import ModelRegistry
 from semsearch.pooling import POOLINGS
 from semsearch.search import ImageQuery, KnownImageQuery, ScoredImage
 from semsearch.session import Session
+from semsearch.store import ImageRecord
 from semsearch.web.fetch import FetchError, FetchPolicy, fetch
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,16 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
                 f"({', '.join(sess.registry.names())}) and those of the catalogue")
         return name
 
+    def with_file(image_id: int) -> ImageRecord:
+        """Gives an image's record if its file is still where it was indexed: there, and
+        not swapped for a link (or a folder on its path for one), which could point anywhere
+        on this machine."""
+        record = sess.store.image(image_id)
+        if os.path.realpath(record.path) != record.path or not os.path.isfile(record.path):
+            raise NotIndexedError(f"image {image_id}'s file is gone or was replaced by a "
+                                  "link; index its folder again")
+        return record
+
     def served_feature_set(name: str | None) -> str | None:
         """Gives the feature set name if its model may be loaded (see served_model)."""
         if name:
@@ -250,15 +261,13 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
     def thumbnail(image_id: int, size: int = Query(160)) -> Response:
         from semsearch.thumbnails import thumbnail as make
 
-        data = make(sess.store.image(image_id), size, sess.cache_dir, config.max_pixels)
+        data = make(with_file(image_id), size, sess.cache_dir, config.max_pixels)
         return Response(data, media_type="image/jpeg",
                         headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get("/api/images/{image_id}/file", summary="The full image, by image id")
     def full_image(image_id: int) -> Response:
-        record = sess.store.image(image_id)
-        if not os.path.isfile(record.path):
-            raise NotIndexedError(f"image {image_id}'s file is gone")
+        record = with_file(image_id)
         media = _browser_type(record.path)
         if media is None:  # a format browsers cannot show (TIFF): send it as PNG
             from semsearch.images import open_image
@@ -360,13 +369,11 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
     def tags(image_id: int, k: int = Query(5, ge=1, le=50)) -> list[dict[str, Any]]:
         from semsearch.textsearch import image_tags, index_text
 
-        record = sess.store.image(image_id)
+        sess.store.image(image_id)  # a 404 for an unknown id
         try:
             return [asdict(tag) for tag in image_tags(sess, image_id, k)]
         except NotIndexedError:
-            if not os.path.isfile(record.path):
-                raise NotIndexedError(f"image {image_id}'s file is gone") from None
-            index_text(sess, record.path)  # this image's class probabilities, once
+            index_text(sess, with_file(image_id).path)  # this image's class probabilities, once
             return [asdict(tag) for tag in image_tags(sess, image_id, k)]
 
     # -- evaluations and maps -----------------------------------------------------------------
@@ -448,7 +455,7 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
     def activation(image_id: int, model: str, layer: str, channel: int) -> Response:
         from semsearch.explore.channels import activation_overlay
 
-        record = sess.store.image(image_id)
+        record = with_file(image_id)
         return Response(activation_overlay(sess, record.path, served_model(model), layer,
                                            channel),
                         media_type="image/png")
@@ -458,7 +465,7 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
     def classes(image_id: int, model: str = "lite0") -> list[dict[str, Any]]:
         from semsearch.explore.why import top_classes
 
-        record = sess.store.image(image_id)
+        record = with_file(image_id)
         return [asdict(guess) for guess in top_classes(sess, served_model(model), record.path)]
 
     @app.get("/api/images/{image_id}/cam", summary="A class's activation map over the image",
@@ -466,7 +473,7 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
     def cam(image_id: int, class_index: int, model: str = "lite0") -> Response:
         from semsearch.explore.why import class_map
 
-        record = sess.store.image(image_id)
+        record = with_file(image_id)
         return Response(class_map(sess, served_model(model), record.path, class_index),
                         media_type="image/png")
 
@@ -481,7 +488,7 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
 
         fs = FeatureSet.parse(feature_set)
         served_model(fs.base.model)
-        a, b = sess.store.image(query), sess.store.image(result)
+        a, b = with_file(query), with_file(result)
         maps = similarity_maps(sess, fs.base, a.path, b.path)
         encode = base64.b64encode
         return {"feature_set": str(fs.base), "similarity": maps.similarity,

@@ -314,8 +314,8 @@ def test_file_names_and_labels_are_shown_as_text_never_run(browser: Any,
     for thumb in page.locator("#gallery .thumb").all()[:4]:
         thumb.hover()
     page.click("#tabs button[data-view=map]")
-    page.wait_for_function("document.querySelector('#map-title').textContent.includes('8')",
-                           timeout=120_000)
+    # Locator waits, not wait_for_function: the page's policy forbids evaluating strings.
+    page.locator("#map-title", has_text="8 images").wait_for(timeout=120_000)
     page.click("#tabs button[data-view=search]")
     injected = page.evaluate(
         "document.querySelectorAll('script:not([src]), [onerror], [onload], [onmouseover], "

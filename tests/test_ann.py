@@ -145,6 +145,51 @@ def test_ivf_built_from_shards_into_on_disk_lists_matches_in_memory(tmp_path: Pa
     np.testing.assert_allclose(d1, d2, rtol=1e-5, atol=1e-6)
 
 
+def test_two_builds_at_once_keep_each_others_files(store: Store,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # The server and an indexer may build the same index at once: the build that ends
+    # first must not delete the files the other is still writing.
+    from semsearch.index import source
+
+    x = _clustered(1500)
+    _fill(store, x)
+    record = store.feature_sets()[0]
+    spec = IndexSpec.parse("HNSW16")
+    chunks = source.StoreVectors.chunks
+    nested: list[object] = []
+
+    def interleaved(self: source.StoreVectors, size: int):  # type: ignore[no-untyped-def]
+        for item in chunks(self, size):
+            yield item
+            if not nested:
+                nested.append("started")
+                nested.append(IndexCatalog(store).build_approximate(record, Metric(), spec))
+
+    monkeypatch.setattr(source.StoreVectors, "chunks", interleaved)
+    outer = IndexCatalog(store).build_approximate(record, Metric(), spec)
+    assert nested and len(outer.index) == 1500
+    monkeypatch.undo()
+    # The later build's manifest wins; the earlier one's files went with it.
+    again = IndexCatalog(store, index="HNSW16").get(record, Metric())
+    assert again.manifest["built_at"] == outer.manifest["built_at"]
+    named = set(outer.manifest["files"].values()) - {None}
+    left = {p.name for p in IndexCatalog(store).folder.iterdir() if ".v" in p.name}
+    assert left == named
+
+
+def test_a_killed_builds_files_are_swept_by_the_next_build(store: Store) -> None:
+    _fill(store, _clustered(800))
+    record = store.feature_sets()[0]
+    catalog = IndexCatalog(store, index="HNSW16")
+    built = catalog.get(record, Metric())
+    stem = built.manifest["files"]["index"].split(".v")[0]
+    dead = catalog.folder / f"{stem}.v{record.version}.4194303-0badf00d.ids.npy"
+    dead.write_bytes(b"half")  # no process 4194303 runs (above Linux's pid_max)
+    _fill(store, _clustered(10, seed=5), start=800)
+    catalog.get(store.feature_sets()[0], Metric())
+    assert not dead.exists()
+
+
 def test_catalogue_puts_big_ivf_lists_on_disk_when_asked(store: Store) -> None:
     _fill(store, _clustered(2000))
     record = store.feature_sets()[0]

@@ -113,6 +113,8 @@ def test_every_hostile_file_is_indexed_or_skipped_with_a_reason(tiny_session: Se
     (odd / "gone.png").symlink_to(odd / "nowhere.png")
     (odd / "up").symlink_to(root)  # a folder loop
     (odd / "alias.png").symlink_to(good[0])
+    hidden = make_image(root / ".hidden" / "h.png", seed=21)
+    (odd / "to-hidden.png").symlink_to(hidden)
     (odd / "elsewhere.png").symlink_to(make_image(tmp_path / "private" / "p.png", seed=20))
     os.mkfifo(odd / "pipe.webp")
     reason_unreadable = _unreadable(odd / "secret.png")
@@ -143,6 +145,7 @@ def test_every_hostile_file_is_indexed_or_skipped_with_a_reason(tiny_session: Se
     assert by_name["gone.png"] == "broken symlink"
     assert "not followed" in by_name["up"]
     assert "indexed under its own path" in by_name["alias.png"]
+    assert "not indexed (hidden" in by_name["to-hidden.png"]
     assert "outside the folder, not followed" in by_name["elsewhere.png"]
     assert by_name["pipe.webp"] == "not a regular file"
     if reason_unreadable:

@@ -164,6 +164,13 @@ def test_path_through_a_file_raises_bad_image(tmp_path: Path) -> None:
         _open(str(inside))
 
 
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    # A file swapped for a FIFO after the folder was scanned must not hang the open.
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(BadImageError, match="not a regular file"):
+        _open(str(tmp_path / "pipe.jpg"))
+
+
 def test_folder_named_like_an_image_raises_bad_image(tmp_path: Path) -> None:
     (tmp_path / "dir.jpg").mkdir()
     with pytest.raises(BadImageError, match="folder"):

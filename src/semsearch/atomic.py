@@ -24,7 +24,8 @@ def write_atomically(path: Path, write: Callable[[str], object]) -> None:
             os.unlink(tmp)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Gives whether a process of this id runs on this machine (any user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -36,11 +37,12 @@ def _alive(pid: int) -> bool:
 
 def remove_stale_temporaries(folder: Path) -> int:
     """Deletes the temporary files write_atomically left in folder when its process was
-    killed (their process is gone); gives how many went."""
+    killed (their process is gone); gives how many went. Process ids are this machine's:
+    the folder is meant to be local, beside its catalogue."""
     removed = 0
     for tmp in folder.glob("*.tmp") if folder.is_dir() else ():
         parts = tmp.name[:-len(".tmp")].rsplit(".", 2)
-        if len(parts) == 3 and parts[1].isdigit() and not _alive(int(parts[1])):
+        if len(parts) == 3 and parts[1].isdigit() and not process_alive(int(parts[1])):
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import os
+import socket
 import sqlite3
 import sys
 import warnings
@@ -535,12 +536,19 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
             import secrets
 
             config = dataclasses.replace(config, token=secrets.token_urlsafe(24))
-        app = create_app(config, session=session)
-        shown = f"[{config.host}]" if ":" in config.host else config.host
-        address = f"http://{shown}:{args.port}/"
+        named = f"[{config.host}]" if ":" in config.host else config.host
+        # A loopback address of another spelling (::1, 127.0.0.2) is a name requests use.
+        app = create_app(config, session=session,
+                         allowed_hosts=tuple(dict.fromkeys(("127.0.0.1", "localhost",
+                                                            config.host, named))))
+        anywhere = config.host in ("0.0.0.0", "::")
+        address = f"http://{socket.gethostname() if anywhere else named}:{args.port}/"
         if config.token:
             address += f"?token={config.token}" if generated else "?token=<your token>"
         print(f"ConvNet Playground: {address}", flush=True)
+        if anywhere:
+            print(f"  (listening on every address of this machine, {config.host}; use the "
+                  "name or address other machines know it by)", flush=True)
         print("  API description at /openapi.json; Ctrl-C stops" + (
             "; every request needs the token (plain HTTP: use it on networks you trust, or "
             "behind a TLS proxy)" if config.token else ""), flush=True)

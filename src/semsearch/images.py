@@ -68,6 +68,13 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
+def _indexed_itself(target: str, root: str) -> bool:
+    """Gives whether a file inside root is found by the walk under its own path: an image
+    name, in no hidden file or folder."""
+    parts = os.path.relpath(target, root).split(os.sep)
+    return is_supported(target) and not any(part.startswith(".") for part in parts)
+
+
 def _add_file(scan: Scan, path: str, root: str) -> None:
     try:
         st = os.stat(path)  # follows a symlink to its target
@@ -85,15 +92,18 @@ def _add_file(scan: Scan, path: str, root: str) -> None:
         return
     if os.path.islink(path):
         target = os.path.realpath(path)
-        if _inside(target, root):
-            # Its target is indexed under its own path; a second row would duplicate it.
-            reason = f"a link to {printable(target)}, which is indexed under its own path"
-        else:
+        if not _inside(target, root):
             # Whoever can write in the folder could point it at any picture of this
             # machine, which the server would then show.
-            reason = "a link to a file outside the folder, not followed (index the folder " \
-                     "it points into)"
-        scan.links.append((printable(path), reason))
+            scan.links.append((printable(path), "a link to a file outside the folder, not "
+                               "followed (index the folder it points into)"))
+            return
+        # Its target is indexed under its own path (a second row would duplicate it), or
+        # is passed over on purpose; either way the server only shows files, never links.
+        reason = ("indexed under its own path" if _indexed_itself(target, root) else
+                  "not indexed (hidden, or not named as an image)")
+        scan.links.append((printable(path), f"a link to {printable(target)}, which is "
+                           f"{reason}"))
         return
     scan.files.append(ImageFile(path, st.st_size, st.st_mtime_ns))
 
@@ -155,33 +165,39 @@ def file_byte_cap(max_pixels: int) -> int:
 
 
 def read_bytes(path: str, max_bytes: int | None = None) -> bytes:
-    """Gives a file's bytes or raises BadImageError (missing, unreadable, empty, or larger
-    than max_bytes, which is refused without reading it)."""
+    """Gives a file's bytes or raises BadImageError (missing, unreadable, not a regular
+    file, empty, or larger than max_bytes, which is refused without reading it)."""
     try:
-        with open(path, "rb") as fh:
-            if max_bytes is not None:
-                size = os.fstat(fh.fileno()).st_size
-                if size > max_bytes:
-                    raise BadImageError(path, f"file is {size / 2**20:.0f} MiB, larger than "
-                                        f"any image within max_pixels ({max_bytes / 2**20:.0f}"
-                                        " MiB); not read")
-                data = fh.read(size + 1)
-                while len(data) > size and len(data) <= max_bytes:  # it grew while read
-                    more = fh.read(1 << 20)
-                    if not more:
-                        break
-                    data += more
-            else:
-                data = fh.read()
+        # Non-blocking, so a file swapped for a FIFO since it was found cannot hang the open.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise BadImageError(path, "file disappeared") from None
-    except IsADirectoryError:
-        raise BadImageError(path, "is a folder, not a file") from None
     except OSError as exc:
         raise BadImageError(path, f"cannot read: {exc.strerror or exc}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise BadImageError(path, "is a folder, not a file" if stat.S_ISDIR(st.st_mode)
+                            else "not a regular file")
+    with os.fdopen(fd, "rb") as fh:
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise BadImageError(path, f"file is {st.st_size / 2**20:.0f} MiB, larger than any "
+                                f"image within max_pixels ({max_bytes / 2**20:.0f} MiB); "
+                                "not read")
+        limit = max_bytes if max_bytes is not None else -1
+        try:
+            data = fh.read(st.st_size + 1 if limit >= 0 else -1)
+            if 0 <= limit and st.st_size < len(data):  # it grows while being read
+                grown = bytearray(data)
+                while len(grown) <= limit and (more := fh.read(min(1 << 20,
+                                                                   limit + 1 - len(grown)))):
+                    grown += more
+                data = bytes(grown)
+        except OSError as exc:
+            raise BadImageError(path, f"cannot read: {exc.strerror or exc}") from None
     if not data:
         raise BadImageError(path, "empty file (0 bytes)")
-    if max_bytes is not None and len(data) > max_bytes:
+    if 0 <= limit < len(data):
         raise BadImageError(path, "file grew past the size cap while being read")
     return data
 

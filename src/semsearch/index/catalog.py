@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from semsearch.atomic import remove_stale_temporaries, write_atomically
+from semsearch.atomic import process_alive, remove_stale_temporaries, write_atomically
 from semsearch.errors import ConfigError
 from semsearch.expansion import augment_query, database_augmentation
 from semsearch.index import approx
@@ -319,7 +319,8 @@ class IndexCatalog:
         stem = self._stem(record, metric, spec=spec)
         # Each build writes files of its own: one killed half-way never overwrites files
         # a manifest points to, and the manifest, written last, is what makes a build count.
-        version_stem = f"{stem}.v{record.version}.{secrets.token_hex(4)}"
+        # The process id in the names tells a killed build's leftovers from a live one's.
+        version_stem = f"{stem}.v{record.version}.{os.getpid()}-{secrets.token_hex(4)}"
         index, files = approx.build(source, spec, metric, self.folder, version_stem,
                                     on_disk=on_disk, params=self.params)
         seconds = time.perf_counter() - started
@@ -345,14 +346,21 @@ class IndexCatalog:
             "build_seconds": seconds,
             "built_at": time.time(),
         }
+        manifest_path = self.manifest_path(record, metric, spec=spec)
+        previous = self._read_manifest(manifest_path)
         try:
-            write_atomically(
-                self.manifest_path(record, metric, spec=spec),
-                lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)),
-            )
-            for old in self.folder.glob(f"{stem}.v*"):
-                if old.name not in files.names():
-                    old.unlink(missing_ok=True)
+            write_atomically(manifest_path,
+                             lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
+            # Only the files the replaced manifest named, and those of killed builds: another
+            # process may be writing a build of its own beside this one.
+            mine = set(files.names())
+            for name in _files_of(previous) if previous else []:
+                if name not in mine:
+                    (self.folder / name).unlink(missing_ok=True)
+            for path in self.folder.glob(f"{stem}.v*"):
+                builder = re.fullmatch(r".*\.v\d+\.(\d+)-[0-9a-f]+\..*", path.name)
+                if path.name not in mine and builder and not process_alive(int(builder[1])):
+                    path.unlink(missing_ok=True)
         except OSError as exc:
             log.warning("cannot save the index in %s (%s); it will be rebuilt on next use",
                         self.folder, exc.strerror or exc)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -132,18 +132,25 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Any:
         if token and not request.url.path.startswith("/static/"):
-            given = _token_of(request)
-            if given is None or not hmac.compare_digest(given.encode(), token.encode()):
+            # Any value the request carries may be the one: a cookie left by an earlier
+            # server must not hide a fresh ?token= in the address.
+            if not any(hmac.compare_digest(given.encode(), token.encode())
+                       for given in _tokens_of(request)):
                 return JSONResponse({"detail": "this server needs its token: open the address "
                                      "`semsearch serve` printed (it ends in ?token=...), or "
                                      "send Authorization: Bearer <token>"}, status_code=401,
                                     headers={"WWW-Authenticate": "Bearer"})
             if request.url.path == "/" and "token" in request.query_params:
                 # Trade the token in the address for a cookie, and drop it from the address.
-                moved = RedirectResponse("/", status_code=303)
-                moved.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict",
-                                 path="/")
-                return moved
+                # A page, not a redirect: a link followed from another site would carry the
+                # redirect's request as cross-site, without the SameSite=Strict cookie.
+                opened = Response(_SIGNED_IN, media_type="text/html",
+                                  headers={"Content-Security-Policy": _CSP,
+                                           "Cache-Control": "no-store",
+                                           "Referrer-Policy": "no-referrer"})
+                opened.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict",
+                                  path="/")
+                return opened
         if request.method not in ("GET", "HEAD", "OPTIONS") and _cross_site(request):
             return JSONResponse({"detail": "refusing a request sent by another site's page"},
                                 status_code=403)
@@ -621,17 +628,24 @@ async def _read_capped(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _token_of(request: Request) -> str | None:
-    """Gives the token a request carries: Authorization: Bearer, the cookie, or ?token= on
-    the page's address."""
+def _tokens_of(request: Request) -> list[str]:
+    """Gives the tokens a request carries: Authorization: Bearer, ?token= on the page's
+    address, and the cookie."""
+    found = []
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
+        found.append(value.strip())
+    if request.url.path == "/" and (given := request.query_params.get("token")):
+        found.append(given)
     if cookie := request.cookies.get(TOKEN_COOKIE):
-        return cookie
-    if request.url.path == "/":
-        return request.query_params.get("token")
-    return None
+        found.append(cookie)
+    return found
+
+
+# Opens the page once the cookie is set; the refresh is the page's own navigation.
+_SIGNED_IN = (b'<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0;url=/">'
+              b"<title>ConvNet Playground</title><p>Token accepted. "
+              b'<a href="/">Open ConvNet Playground</a>.</p>')
 
 
 class _BodyLimit:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import make_image
+from tests.conftest import labeled_folder, make_image
 
 from semsearch.errors import NotIndexedError, QueryError
 from semsearch.index.exact import METRICS, Metric
@@ -350,3 +351,46 @@ def test_composite_flat_cap_counts_all_parts(tmp_path: Path, cache_dir: Path,
         assert session.extractor(session.feature_set("tiny", "block_act", "flat")).dim == 1024
         with pytest.raises(FeatureSetError, match="above the cap of 2,000"):
             session.extractor(session.feature_set("tiny+tiny2", "block_act", "flat"))
+
+
+def test_a_small_folder_is_searched_on_its_own_and_follows_changes(
+        tiny_session: Session, tmp_path: Path) -> None:
+    # A small collection beside a big one in the same catalogue: searching it must give
+    # exactly what filtering an exhaustive search gives, before and after its files change.
+    small = labeled_folder(tmp_path / "small", 6)
+    big = labeled_folder(tmp_path / "big", 40, classes=4)
+    for n, path in enumerate(sorted(big.rglob("*.png"))):  # not the small folder's pictures
+        make_image(path, seed=1000 + n)
+    session = tiny_session
+    session.index(str(big))
+    session.index(str(small))
+    service = session.search_service()
+    metric = session.metric()
+
+    def both(query_id: int) -> tuple[list[int], list[int]]:
+        record = session.indexed_feature_set(None)
+        within = service.search(KnownImageQuery(query_id), feature_set=record, metric=metric,
+                                k=3, within=str(small))
+        everything = service.search(KnownImageQuery(query_id), feature_set=record,
+                                    metric=metric, k=100)
+        filtered = [h.image_id for h in everything.hits
+                    if h.path.startswith(str(small) + os.sep)][:3]
+        return [h.image_id for h in within.hits], filtered
+
+    first = min(session.store.images_under(str(small)).values(), key=lambda r: r.id).id
+    got, want = both(first)
+    assert got == want and len(got) == 3
+    assert service._subsets, "the folder was not searched on its own"
+    # New content in the folder: re-indexed, and the folder's own index follows.
+    target = sorted(small.rglob("*.png"))[-1]
+    make_image(target, seed=555)
+    session.index(str(small))
+    got, want = both(first)
+    assert got == want
+    # An image moved in from the big folder is found there too.
+    moved = sorted(big.rglob("*.png"))[0]
+    moved.rename(small / "class0" / "moved-in.png")
+    session.index(str(small))
+    session.index(str(big))
+    got, want = both(first)
+    assert got == want

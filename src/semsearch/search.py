@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -94,6 +95,10 @@ def best_existing(store: Store, ids: npt.NDArray[np.int64], scores: npt.NDArray[
     return hits
 
 
+# A folder of at most this many images, under half of its index, is searched on its own.
+WITHIN_MAX = 50_000
+
+
 class SearchService:
     """Answers queries against the store's indexes. The model is loaded only when a query
     needs embedding; indexes are loaded once and reloaded when the store changes."""
@@ -110,6 +115,9 @@ class SearchService:
         self._indexes: dict[tuple[int, str, str, str, int],
                             tuple[FeatureSetRecord, LoadedIndex]] = {}
         self._lock = threading.Lock()
+        # Exact indexes of one folder's images, by (index, folder); see _within.
+        self._subsets: dict[tuple[int, str], tuple[weakref.ref[ExactIndex],
+                                                   npt.NDArray[np.int64], ExactIndex]] = {}
 
     def resolve(self, text: str) -> Query:
         """Gives the query that text names: an existing file (indexed or not), `id:N`, or a
@@ -219,6 +227,29 @@ class SearchService:
         vector = self._extractor_for(feature_set).embed_image(source, name=query.describe())
         return loaded.expand(vector), query.exclude
 
+    def _within(self, index: object, folder: str) -> ExactIndex | None:
+        """Gives an exact index of just the folder's images when they are a small part of a
+        larger exact index (another collection shares the feature set), so a search of the
+        folder needs no widening over the others; None otherwise. Kept while the folder holds
+        the same images."""
+        if not isinstance(index, ExactIndex):
+            return None
+        ids = self.store.ids_under(folder)
+        if len(ids) > WITHIN_MAX or 2 * len(ids) >= len(index):
+            return None
+        key = (id(index), folder)
+        with self._lock:
+            cached = self._subsets.get(key)
+        # The weak reference tells this index from a later one at the same address.
+        if cached is not None and cached[0]() is index and np.array_equal(cached[1], ids):
+            return cached[2]
+        sub = index.subset(ids)
+        with self._lock:
+            if len(self._subsets) >= 16:  # indexes replaced since, or many folders
+                self._subsets.pop(next(iter(self._subsets)))
+            self._subsets[key] = (weakref.ref(index), ids, sub)
+        return sub
+
     def _nearest(
         self, loaded: LoadedIndex, vector: npt.NDArray[np.float32], k: int, exclude: int | None,
         within: str | None = None,
@@ -227,14 +258,15 @@ class SearchService:
         the folder, if given), and their records. Files deleted since indexing are passed
         over, asking for more if needed."""
         prefix = within.rstrip(os.sep) + os.sep if within else ""
-        total = len(loaded.index)
-        if not isinstance(loaded.index, ExactIndex):
+        index = (self._within(loaded.index, within) if within else None) or loaded.index
+        total = len(index)
+        if not isinstance(index, ExactIndex):
             # An approximate index asked for a large share of the collection would search
             # all of it (an HNSW graph walk that wide takes seconds): stop at a few thousand.
             total = min(total, max(2000, 50 * k))
         want = min(total, k + 1 + 8)
         while True:
-            dist, ids = loaded.index.search(vector[None, :], want)
+            dist, ids = index.search(vector[None, :], want)
             pairs = [(float(d), int(i)) for d, i in zip(dist[0], ids[0], strict=True)
                      if i >= 0 and i != exclude]
             images = self.store.images(i for _, i in pairs)

@@ -463,6 +463,13 @@ class Store:
         )
         return {row.path: row for row in rows}
 
+    def ids_under(self, root: str) -> npt.NDArray[np.int64]:
+        """Gives the ids of the stored images at or below the absolute path root, sorted."""
+        low, high = _prefix_bounds(root)
+        rows = self._read("SELECT id FROM images WHERE path = ? OR (path >= ? AND path < ?) "
+                          "ORDER BY id", (root.rstrip(os.sep), low, high))
+        return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+
     def images_with_shas(self, shas: Sequence[str]) -> dict[str, list[ImageRecord]]:
         """Gives the stored images with each of the given content hashes."""
         found: dict[str, list[ImageRecord]] = {}

@@ -91,6 +91,12 @@ class ExactIndex:
             raise KeyError(f"ids not in the index: {missing}")
         return np.asarray(self._xb[rows], dtype=np.float32)
 
+    def subset(self, ids: npt.NDArray[np.int64]) -> ExactIndex:
+        """Gives an index of the given ids' stored vectors (those of them this index holds),
+        searched the same way."""
+        present = np.intersect1d(np.asarray(ids, dtype=np.int64), self.ids)
+        return ExactIndex.build(self.stored(present), present, self.metric)
+
     @classmethod
     def build(
         cls, vectors: npt.NDArray[np.float32], ids: npt.NDArray[np.int64], metric: Metric

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextmanager
+def _serving(app: Any) -> Iterator[str]:
+    """Runs the app with uvicorn on a free loopback port in a thread; gives its address."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[str]:
-    import uvicorn
     from tests.conftest import TINY, TINY2
 
     from semsearch.config import resolve
@@ -52,17 +72,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterato
     session.index(str(root))
     run_sweep(session, str(root), models=["tiny"], layers=["block", "head", "head_act"],
               poolings=["avg", "gem"], metrics=["cosine", "euclidean"])
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(config, session=session),
-                                           host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with _serving(create_app(config, session=session)) as url:
+        yield url
     session.close()
 
 
@@ -268,7 +279,6 @@ MARKUP_NAMES = ("<svg onload=alert(2)>.png", "\"><script>alert(3)</script>.png",
 @pytest.fixture(scope="module")
 def markup_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[str]:
     # A collection whose class folder and file names are markup, shown all over the page.
-    import uvicorn
     from tests.conftest import TINY
 
     from semsearch.config import resolve
@@ -286,17 +296,8 @@ def markup_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> 
         make_image(root / MARKUP_LABEL / name, seed=i)
         make_image(root / "plain" / f"{i}.png", seed=10 + i)
     session.index(str(root))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(config, session=session),
-                                           host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with _serving(create_app(config, session=session)) as url:
+        yield url
     session.close()
 
 

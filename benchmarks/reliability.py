@@ -17,9 +17,9 @@
    token to a server on 0.0.0.0; each must be refused with the right status, leaking
    nothing.
 
-Run:  python benchmarks/reliability.py          (about 3 minutes on 2 cores)
+Run:  python benchmarks/reliability.py          (about a minute on 2 cores)
       python benchmarks/reliability.py --long   (50,000 fuzzed files, 300 kills with lite0
-                                                 on Caltech-101, 10,000 requests; about an hour)
+                                                 on Caltech-101, 10,000 requests; about 15 min)
 Last line: `fuzzed=<n> kills_survived=<n> load_errors=<n> p99_ms=<x> hostile_refused=<n>/<total>`.
 """
 

@@ -3,7 +3,10 @@ images, and the paths of the real shared datasets."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +124,32 @@ def no_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keeps the user's own config file out of a CLI test."""
     monkeypatch.setenv("SEMSEARCH_CONFIG", str(tmp_path / "none.toml"))
     (tmp_path / "none.toml").write_text("")
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL 16 with pgvector (the `pgserver` package), one per test session;
+    gives its URL."""
+    pgserver = pytest.importorskip("pgserver")
+    srv = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    try:
+        yield str(srv.get_uri())
+    finally:
+        srv.cleanup()
+
+
+_pg_names = itertools.count()
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> str:
+    """A fresh, empty database on the shared PostgreSQL server."""
+    import psycopg
+
+    name = f"t{next(_pg_names)}_{int(time.time() * 1000) % 10**8}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return pg_server.replace("/postgres?", f"/{name}?")
 
 
 def dataset(name: str) -> Path:

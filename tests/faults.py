@@ -48,11 +48,12 @@ class Collection:
     """A folder of images indexed into its own catalogue by the command-line tool."""
 
     root: Path
-    db: Path
+    db: Path  # the SQLite file; with `url`, where the config file and logs go
     settings: dict[str, str]  # semsearch settings, as flags
+    url: str | None = None  # a PostgreSQL catalogue instead of the SQLite file
 
     def flags(self) -> list[str]:
-        out = ["--db", str(self.db)]
+        out = ["--db", self.url or str(self.db)]
         for name, value in self.settings.items():
             out += ["--" + name.replace("_", "-"), value]
         return out
@@ -76,8 +77,21 @@ class Collection:
         return time.monotonic() - started
 
     def session(self) -> Session:
-        config = resolve({"db": str(self.db), **self.settings}, env={})
+        config = resolve({"db": self.url or str(self.db), **self.settings}, env={})
         return Session(config)
+
+    def opened_by(self, pid: int) -> bool:
+        """Gives whether process pid has the catalogue open: the SQLite file, or for
+        PostgreSQL a socket (the tool opens no other)."""
+        target = os.path.realpath(self.db)
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link == target or (self.url is not None and link.startswith("socket:")):
+                return True
+        return False
 
 
 def tiny_collection(root: Path, db: Path, onnx: Path, **settings: str) -> Collection:
@@ -148,19 +162,14 @@ class KillReport:
     delays: list[float] = field(default_factory=list)
 
 
-def _opened(pid: int, path: Path, timeout: float) -> bool:
-    """Waits until process pid has the file open (Linux /proc); gives False if the process
-    ended first or the time ran out."""
-    target = os.path.realpath(path)
+def _opened(collection: Collection, pid: int, timeout: float) -> bool:
+    """Waits until process pid has the catalogue open (Linux /proc); gives False if the
+    process ended first or the time ran out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                try:
-                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                        return True
-                except OSError:
-                    continue
+            if collection.opened_by(pid):
+                return True
         except OSError:
             return False
         time.sleep(0.002)
@@ -180,7 +189,7 @@ def kill_rounds(collection: Collection, kills: int, rng: np.random.Generator,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         opened = time.monotonic()
         delay = float(rng.uniform(0, work))
-        if _opened(proc.pid, collection.db, timeout=120):
+        if _opened(collection, proc.pid, timeout=120):
             opened = time.monotonic()
             try:
                 proc.wait(timeout=delay)
@@ -204,8 +213,9 @@ def check_agreement(collection: Collection) -> dict[str, int]:
     on disk (none missing, none twice, none gone), each with the content hash of the file now
     at its path and the vector that content gives, and that the saved index is fresh and
     holds exactly those vectors. Raises AssertionError naming what disagrees; gives counts."""
-    with sqlite3.connect(collection.db) as db:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    if collection.url is None:
+        with sqlite3.connect(collection.db) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     with collection.session() as session:
         store = session.store
         extractor = session.extractor(session.feature_set())
@@ -247,6 +257,13 @@ def check_agreement(collection: Collection) -> dict[str, int]:
         catalog = session.catalog
         metric = session.metric()
         spec = catalog.spec_for(record)
+        if spec is None:  # pgvector: the index lives in the catalogue, over these vectors
+            assert store.has_hnsw(record.id, metric.name), "no HNSW index in PostgreSQL"
+            loaded = catalog.get(record, metric)
+            for i in range(0, len(ids), max(1, len(ids) // 5)):
+                _, found = loaded.index.search(vectors[i][None, :], 10)  # copies tie
+                assert int(ids[i]) in found[0].tolist(), "the HNSW index misses a vector"
+            return {"images": len(rows), "unusable": unusable, "vectors": len(ids)}
         expand = session.config.expand_k if spec is not None and spec.exact else 0
         expand = expand if metric.name == "cosine" and expand > 1 else 0
         manifest_path = catalog.manifest_path(record, metric, expand,

@@ -56,6 +56,21 @@ def test_killed_runs_resume_to_a_catalogue_that_agrees_with_the_disk(
     assert counts["images"] > 150
 
 
+@pytest.mark.real
+@pytest.mark.parametrize("index", ["pgvector", "Flat"])
+def test_killed_runs_on_a_postgresql_catalogue_resume_to_agreement(
+        tmp_path: Path, onnx: Path, index: str, pg_url: str) -> None:
+    # A real PostgreSQL (pgserver): pgvector's HNSW inside it, or FAISS files beside it.
+    collection, reserve = _collection(tmp_path, onnx, index=index)
+    collection.url = pg_url
+    rng = np.random.default_rng(11)
+    report = kill_rounds(collection, max(2, KILLS // 2), rng, reserve)
+    assert report.kills == max(2, KILLS // 2)
+    mutate(collection.root, reserve, rng)
+    collection.run_index()
+    assert check_agreement(collection)["images"] > 150
+
+
 _CRASH_AT_WRITE = textwrap.dedent("""
     import os, signal, sys
     import semsearch.atomic as atomic

@@ -5,9 +5,7 @@ with only --db changed."""
 
 from __future__ import annotations
 
-import itertools
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,27 +25,6 @@ from semsearch.store import Move, NewImage, Store, SweepRow
 
 psycopg = pytest.importorskip("psycopg")
 FS = FeatureSet("tiny", "head", "gem")
-_names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import pgserver
-
-    srv = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
-    try:
-        yield str(srv.get_uri())
-    finally:
-        srv.cleanup()
-
-
-@pytest.fixture
-def pg_url(server: str) -> str:
-    """A fresh, empty database on the shared server."""
-    name = f"t{next(_names)}_{int(time.time() * 1000) % 10**8}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return server.replace("/postgres?", f"/{name}?")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -141,14 +118,15 @@ def test_migrations_and_identity(pg_url: str, tmp_path: Path) -> None:
         PostgresStore.open_url(pg_url, index_root=tmp_path)
 
 
-def test_foreign_tables_and_bad_urls_are_clear_errors(server: str, pg_url: str,
+def test_foreign_tables_and_bad_urls_are_clear_errors(pg_server: str, pg_url: str,
                                                       tmp_path: Path) -> None:
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE images(x int)")
     with pytest.raises(StoreError, match="not a semsearch catalogue"):
         PostgresStore.open_url(pg_url, index_root=tmp_path)
     with pytest.raises(StoreError, match="cannot connect to"):
-        PostgresStore.open_url(server.replace("/postgres?", "/nosuchdb?"), index_root=tmp_path)
+        PostgresStore.open_url(pg_server.replace("/postgres?", "/nosuchdb?"),
+                               index_root=tmp_path)
     assert redact("postgresql://me:secret@db.example/x") == "postgresql://me:***@db.example/x"
 
 

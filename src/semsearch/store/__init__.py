@@ -1,0 +1,26 @@
+"""The catalogue: images, feature sets and vectors in one SQLite file. Vectors are keyed by
+the feature set that produced them, so a second model never touches the first one's. The
+schema is versioned (PRAGMA user_version) and migrates forward; every write is one
+transaction, so a process killed at any moment leaves the last committed state.
+
+The package: `catalogue` (the Store: opening, migrating, images, feature sets, vectors),
+`saved` (comparison runs, adapters, collections and maps, a part of the Store), `records`
+(the typed records), `schema` (the migrations), `sql` (pieces both use)."""
+
+from semsearch.store.catalogue import Store
+from semsearch.store.records import (
+    AdaptedVectors,
+    AdapterRecord,
+    FeatureSetRecord,
+    ImageRecord,
+    Move,
+    NewImage,
+    SweepRecord,
+    SweepRow,
+    weights_digest,
+)
+from semsearch.store.schema import _MIGRATIONS, SCHEMA_VERSION
+
+__all__ = ["SCHEMA_VERSION", "_MIGRATIONS", "AdaptedVectors", "AdapterRecord",
+           "FeatureSetRecord", "ImageRecord", "Move", "NewImage", "Store", "SweepRecord",
+           "SweepRow", "weights_digest"]

@@ -360,7 +360,6 @@ def index_with_ray(session: Session, extractor: Extractor, path: str, *,
     embedding as a Ray Data job on the cluster at the `ray_address` setting (else on a
     local one). `Session.index` calls it for the `ray` engine."""
     config = session.config
-    check_cluster(config)
     return index_folder_ray(session.store, extractor,
                             recipe_for(session, extractor.feature_set, extractor), path,
                             batch_size=config.batch_size, address=config.ray_address,

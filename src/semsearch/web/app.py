@@ -124,8 +124,9 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
                   description="Semantic image search with convolutional networks.",
                   version="1", docs_url=None, redoc_url=None)
     app.state.session = sess
-    app.add_middleware(_BodyLimit, limit=BODY_MAX_BYTES,
-                       exempt=lambda path: path.endswith("/search/upload"))
+    # One cap on every request body: an upload's own, else a small one.
+    app.add_middleware(_BodyLimit, limit_for=lambda path: (
+        upload_max_bytes if path.endswith("/search/upload") else BODY_MAX_BYTES))
     if not token:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
 
@@ -329,7 +330,7 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
     async def search_by_upload(cid: int, request: Request, feature_set: str | None = None,
                                metric: str | None = None,
                                k: int = Query(15, ge=1, le=MAX_K)) -> JSONResponse:
-        data = await _read_capped(request, upload_max_bytes)
+        data = await request.body()  # capped by _BodyLimit
         if not data:
             raise QueryError("the upload is empty; send the image file as the request body")
         c = await run_in_threadpool(collection, cid)
@@ -615,19 +616,6 @@ def _focused_json(sess: Session, c: Collection, image_id: int, feature_set: str 
             "hits": _scored_json(c, result.hits, label)}
 
 
-async def _read_capped(request: Request, limit: int) -> bytes:
-    """Gives the request body, refusing (413) one larger than limit without reading on."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"the upload is larger than {limit:,} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise HTTPException(413, f"the upload is larger than {limit:,} bytes")
-    return bytes(body)
-
-
 def _tokens_of(request: Request) -> list[str]:
     """Gives the tokens a request carries: Authorization: Bearer, ?token= on the page's
     address, and the cookie."""
@@ -649,21 +637,21 @@ _SIGNED_IN = (b'<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" 
 
 
 class _BodyLimit:
-    """ASGI middleware refusing (413) a request body above `limit` bytes, whether declared
-    by Content-Length or sent in chunks, except on paths `exempt` says have their own cap."""
+    """ASGI middleware refusing (413) a request body above `limit_for(path)` bytes, whether
+    declared by Content-Length or sent in chunks, without reading on."""
 
-    def __init__(self, app: Any, limit: int, exempt: Any) -> None:
-        self.app, self.limit, self.exempt = app, limit, exempt
+    def __init__(self, app: Any, limit_for: Any) -> None:
+        self.app, self.limit_for = app, limit_for
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or self.exempt(scope["path"]):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = int(self.limit_for(scope["path"]))
+        too_large = f"the request body is larger than {limit:,} bytes"
         declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared and (not declared.isdigit() or int(declared) > self.limit):
-            response = JSONResponse({"detail": f"the request body is larger than "
-                                     f"{self.limit:,} bytes"}, status_code=413)
-            await response(scope, receive, send)
+        if declared and (not declared.isdigit() or int(declared) > limit):
+            await JSONResponse({"detail": too_large}, status_code=413)(scope, receive, send)
             return
         received = 0
 
@@ -672,9 +660,8 @@ class _BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise HTTPException(413, f"the request body is larger than "
-                                        f"{self.limit:,} bytes")
+                if received > limit:
+                    raise HTTPException(413, too_large)
             return message
 
         await self.app(scope, capped, send)

@@ -188,19 +188,12 @@ def timed(search: Callable[[Array, int], tuple[Array, Ids]], queries: Array
     median time of one query per call, so that a burst of other work on a shared machine
     does not swing it; mean qps is queries / total time of those calls."""
     with one_thread():
-        for q in queries[:WARMUP]:
-            search(q[None], K)
-        times, found = [], []
-        for q in queries:
-            t0 = time.perf_counter()
-            _, ids = search(q[None], K)
-            times.append(time.perf_counter() - t0)
-            found.append(ids[0])
+        times, found = ann_data.latencies(search, queries, K, WARMUP)
         t0 = time.perf_counter()
         search(queries, K)
         batch = time.perf_counter() - t0
     p50 = float(np.median(times))
-    return 1.0 / p50, len(queries) / sum(times), p50 * 1e3, len(queries) / batch, np.array(found)
+    return 1.0 / p50, len(queries) / float(times.sum()), p50 * 1e3, len(queries) / batch, found
 
 
 def recall_at_k(found: Ids, truth: Ids) -> float:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -322,3 +322,19 @@ def views_database(work: Path, n: int, n_queries: int, crops: int, per_image: in
         noise = NoiseModel.fit(*crop_pairs(real, split_.db_images), seed=seed)
         write_database(path, n, split_.db_real, noise, seed)
     return path, split_.queries, work / f"truth_{stem}_q{n_queries}.npy"
+
+
+def latencies(search: Callable[[Array, int], tuple[Array, npt.NDArray[np.int64]]],
+              queries: Array, k: int, warmup: int = 5
+              ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Gives per-query seconds and the first k ids found, one query per call (as the API
+    asks), after `warmup` untimed queries."""
+    for q in queries[:warmup]:
+        search(q[None], k)
+    times, found = [], []
+    for q in queries:
+        t0 = time.perf_counter()
+        _, ids = search(q[None], k)
+        times.append(time.perf_counter() - t0)
+        found.append(ids[0][:k])
+    return np.array(times), np.array(found)

@@ -39,19 +39,6 @@ Array = npt.NDArray[np.float32]
 EFS = (40, 100, 200)
 
 
-def latencies(search, queries: Array) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:  # type: ignore[no-untyped-def]
-    """Gives per-query seconds and the ids found, one query per call."""
-    for q in queries[:5]:
-        search(q[None], K)
-    times, found = [], []
-    for q in queries:
-        t0 = time.perf_counter()
-        _, ids = search(q[None], K)
-        times.append(time.perf_counter() - t0)
-        found.append(ids[0][:K])
-    return np.array(times), np.array(found)
-
-
 def load(store: PostgresStore, data: Array, batch: int = 2000) -> tuple[int, float]:
     """Writes the vectors into the catalogue as images 1..n; gives (feature set id, s)."""
     t0 = time.perf_counter()
@@ -114,7 +101,7 @@ def main() -> int:
             results = {}
             for ef in EFS:
                 pg = PgVectorIndex(store, record, metric, ef_search=ef)
-                t, found = latencies(pg.search, queries)
+                t, found = ann_data.latencies(pg.search, queries, K)
                 results[("pg", ef)] = (recall_at_k(found, truth), np.median(t) * 1e3)
                 print(f"{'pgvector HNSW':<22}{ef:>10}{results[('pg', ef)][0]:>11.3f}"
                       f"{np.median(t) * 1e3:>9.2f}{np.percentile(t, 95) * 1e3:>9.2f}"
@@ -122,7 +109,7 @@ def main() -> int:
                 fi = approx.ApproximateIndex.load(tmp / "faiss", _files(tmp), faiss_index.spec,
                                                   metric, SearchParams(ef_search=ef))
                 with one_thread():
-                    t, found_rows = latencies(fi.search, queries)
+                    t, found_rows = ann_data.latencies(fi.search, queries, K)
                 found = found_rows + 1  # the FAISS source numbered rows from 0
                 results[("faiss", ef)] = (recall_at_k(found, truth), np.median(t) * 1e3)
                 print(f"{'FAISS HNSW16, 1 thread':<22}{ef:>10}"

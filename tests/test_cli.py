@@ -49,6 +49,10 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
         (["info", "--db", "/"], "is a folder"),
         (["info", "--db", "/no/such/catalogue.db"], "no catalogue at /no/such/catalogue.db"),
         (["index", ".", "--pool", "gem99"], "gem takes an exponent from 1 to 16"),
+        (["serve", "--host", "192.0.2.1"], "cannot listen on 192.0.2.1 port 8000"),
+        (["serve", "--port", "70000"], "--port must be from 1 to 65535"),
+        (["serve", "--token", "short"], "at least 16 printable ASCII characters"),
+        (["serve", "--host", ""], "must not be empty"),
     ],
 )
 def test_mistakes_give_one_clear_line(capsys: pytest.CaptureFixture[str], argv: list[str],

@@ -521,6 +521,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be from 1 to 65535, not {args.port}")
+    _check_listen(config.host, args.port)  # before indexing, and before printing an address
     with _session(config, create=True) as session:
         if args.path is not None:
             bar = _Bar(not args.quiet, "indexing")
@@ -554,6 +555,19 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
             "behind a TLS proxy)" if config.token else ""), flush=True)
         uvicorn.run(app, host=config.host, port=args.port, log_level="warning")
     return 0
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Raises ConfigError if this machine cannot listen on host:port (an address it does
+    not have, a port in use or reserved)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host.strip("[]"), port))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host} port {port}: {exc.strerror or exc}"
+                          ) from None
 
 
 def _is_loopback(host: str) -> bool:

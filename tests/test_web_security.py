@@ -173,6 +173,7 @@ def test_a_token_guards_everything_but_the_static_files(
             response = client.get(path)
             assert response.status_code == 401, path
             assert response.headers["www-authenticate"] == "Bearer"
+        assert "needs its token" in client.get("/").text  # a page for a person
         assert client.get("/static/app.js").status_code == 200
         for wrong in ("", "Bearer", "Bearer " + TOKEN[:-1], "Basic " + TOKEN, TOKEN):
             assert client.get("/api/collections",

@@ -137,9 +137,13 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
             # server must not hide a fresh ?token= in the address.
             if not any(hmac.compare_digest(given.encode(), token.encode())
                        for given in _tokens_of(request)):
-                return JSONResponse({"detail": "this server needs its token: open the address "
-                                     "`semsearch serve` printed (it ends in ?token=...), or "
-                                     "send Authorization: Bearer <token>"}, status_code=401,
+                needs = ("this server needs its token: open the address `semsearch serve` "
+                         "printed (it ends in ?token=...), or send Authorization: Bearer <token>")
+                if request.url.path == "/":  # a person at a browser: a page, not JSON
+                    return Response(_NEEDS_TOKEN, status_code=401, media_type="text/html",
+                                    headers={"WWW-Authenticate": "Bearer",
+                                             "Content-Security-Policy": _CSP})
+                return JSONResponse({"detail": needs}, status_code=401,
                                     headers={"WWW-Authenticate": "Bearer"})
             if request.url.path == "/" and "token" in request.query_params:
                 # Trade the token in the address for a cookie, and drop it from the address.
@@ -629,6 +633,11 @@ def _tokens_of(request: Request) -> list[str]:
         found.append(cookie)
     return found
 
+
+_NEEDS_TOKEN = (b'<!doctype html><meta charset="utf-8"><title>ConvNet Playground</title>'
+                b"<h1>ConvNet Playground</h1><p>This server needs its token. Open the address "
+                b"<code>semsearch serve</code> printed when it started: it ends in "
+                b"<code>?token=...</code>.</p>")
 
 # Opens the page once the cookie is set; the refresh is the page's own navigation.
 _SIGNED_IN = (b'<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0;url=/">'

@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from semsearch.adapt import TrainSettings, adapt
 from semsearch.config import resolve
+from semsearch.evaluate.adapt import TrainSettings, adapt
 from semsearch.session import Session
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"

@@ -79,8 +79,10 @@ from threadpoolctl import threadpool_limits
 
 import ann_data  # next to this file (a script's folder is on sys.path)
 from semsearch.index import approx
-from semsearch.index.approx import ApproximateIndex, IndexSpec, SearchParams
-from semsearch.index.exact import ExactIndex, Metric
+from semsearch.index.approx import ApproximateIndex, SearchParams
+from semsearch.index.exact import ExactIndex
+from semsearch.index.metric import Metric
+from semsearch.indexspec import IndexSpec
 
 Array = npt.NDArray[np.float32]
 Ids = npt.NDArray[np.int64]

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from semsearch import search as search_module
 from semsearch.config import resolve
-from semsearch.search import KnownImageQuery
+from semsearch.query import service as search_module
+from semsearch.query.service import KnownImageQuery
 from semsearch.session import Session
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"

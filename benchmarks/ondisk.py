@@ -29,8 +29,9 @@ from pathlib import Path
 import ann_data  # next to this file
 from ann import CROPS, PER_IMAGE, K, ground_truth, recall_at_k, timed
 from semsearch.index import approx
-from semsearch.index.approx import IndexSpec, SearchParams
-from semsearch.index.exact import Metric
+from semsearch.index.approx import SearchParams
+from semsearch.index.metric import Metric
+from semsearch.indexspec import IndexSpec
 
 
 def anon_bytes() -> int:

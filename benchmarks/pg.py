@@ -29,11 +29,13 @@ import ann_data  # next to this file
 from ann import CROPS, PER_IMAGE, K, one_thread, recall_at_k
 from semsearch.featureset import FeatureSet
 from semsearch.index import approx
-from semsearch.index.approx import IndexSpec, SearchParams
-from semsearch.index.exact import ExactIndex, Metric
+from semsearch.index.approx import SearchParams
+from semsearch.index.exact import ExactIndex
+from semsearch.index.metric import Metric
 from semsearch.index.pgvector import PgVectorIndex
-from semsearch.pgstore import PostgresStore
+from semsearch.indexspec import IndexSpec
 from semsearch.store import NewImage
+from semsearch.store.postgres import PostgresStore
 
 Array = npt.NDArray[np.float32]
 EFS = (40, 100, 200)

@@ -28,14 +28,14 @@ import numpy as np
 import numpy.typing as npt
 
 from semsearch.config import resolve
-from semsearch.evaluate import Scores, evaluate
-from semsearch.expansion import PCAWhitening, concatenate, database_augmentation
+from semsearch.embed.pooling import pool
 from semsearch.featureset import FeatureSet
 from semsearch.images import find_images
 from semsearch.index.catalog import EXPAND_ALPHA
-from semsearch.index.exact import Metric
-from semsearch.pooling import pool
+from semsearch.index.metric import Metric
+from semsearch.ranking import Scores, evaluate
 from semsearch.session import Session
+from semsearch.vectors import PCAWhitening, concatenate, database_augmentation
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 REFERENCE = DATASETS / "reference" / "convnet_playground_scores.json"

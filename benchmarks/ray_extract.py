@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from semsearch.config import resolve
-from semsearch.distributed import index_folder_ray, ray_runtime, recipe_for
 from semsearch.images import find_images
-from semsearch.indexing import IndexReport, index_folder
+from semsearch.indexing.local import index_folder
+from semsearch.indexing.plan import IndexReport
+from semsearch.indexing.ray_run import index_folder_ray, ray_runtime, recipe_for
 from semsearch.session import Session
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"

@@ -145,7 +145,7 @@ def _index_and_account(folder: Path, work: Path) -> None:
     from tests.test_hostile_folder import assert_accounted
 
     from semsearch.config import resolve
-    from semsearch.indexing import index_folder
+    from semsearch.indexing.local import index_folder
     from semsearch.models.registry import default_registry
     from semsearch.session import Session
 

@@ -25,7 +25,8 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from semsearch.index.exact import METRICS, ExactIndex, Metric
+from semsearch.index.exact import ExactIndex
+from semsearch.index.metric import METRICS, Metric
 
 Array = npt.NDArray[np.float32]
 DIM, K, WARMUP, P = 1280, 10, 3, 3.0
@@ -103,7 +104,7 @@ def service_p50(gallery: Array, n: int, picks: npt.NDArray[np.int64]) -> float:
     once the index is loaded, including the freshness check and the path lookups."""
     from semsearch.featureset import FeatureSet
     from semsearch.index.catalog import IndexCatalog
-    from semsearch.search import KnownImageQuery, SearchService
+    from semsearch.query.service import KnownImageQuery, SearchService
     from semsearch.store import NewImage, Store
 
     with tempfile.TemporaryDirectory(prefix="semsearch-bench-") as tmp:

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from semsearch.adapt import adapt
 from semsearch.config import resolve
-from semsearch.evaluate import average_precision
+from semsearch.evaluate.adapt import adapt
+from semsearch.query.words import index_text, text_vectors
+from semsearch.ranking import average_precision
 from semsearch.session import Session
-from semsearch.textsearch import index_text, text_vectors
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 # Folder names of iconic200 and fashion200 written as the words a person would type.

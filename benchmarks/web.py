@@ -29,10 +29,10 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from semsearch.collections import get_collection, search_collection
 from semsearch.config import resolve
 from semsearch.images import find_images
-from semsearch.search import ImageQuery, KnownImageQuery
+from semsearch.query.collection import get_collection, search_collection
+from semsearch.query.service import ImageQuery, KnownImageQuery
 from semsearch.session import Session
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from tests.conftest import dataset, labeled_folder, make_image
 
-import semsearch.adapt as adapt_module
-from semsearch.adapt import TrainSettings, adapt, split_per_class
+import semsearch.evaluate.adapt as adapt_module
 from semsearch.errors import EvaluationError, FeatureSetError, NotIndexedError
-from semsearch.expansion import project
+from semsearch.evaluate.adapt import TrainSettings, adapt, split_per_class
 from semsearch.featureset import FeatureSet
 from semsearch.session import Session
+from semsearch.vectors import project
 
 FAST = TrainSettings(dim=8, epochs=30)
 
@@ -197,13 +197,13 @@ def test_retraining_never_leaves_a_stale_index_in_use(tiny_session: Session, lab
 
 def test_text_adapter_maps_images_to_their_folder_names(tiny_session: Session,
                                                         labeled: Path) -> None:
-    from semsearch.text import CLASSES  # noqa: F401 - the sentence model is needed
+    from semsearch.query.text_model import CLASSES  # noqa: F401 - the sentence model is needed
 
     result = adapt(tiny_session, str(labeled), "words", settings=replace(FAST, epochs=80),
                    text=True)
     assert result.adapter.weights.shape[1] == 384 and result.after is not None
     assert result.before is None  # the tiny network has no ImageNet classifier to compare
-    from semsearch.textsearch import search_text
+    from semsearch.query.words import search_text
 
     hits = search_text(tiny_session, "class1", k=6, adapter="words").hits
     assert len(hits) == 6
@@ -214,8 +214,8 @@ def test_text_adapter_maps_images_to_their_folder_names(tiny_session: Session,
 
 def test_text_adapter_from_captions(tiny_session: Session, labeled: Path,
                                     tmp_path: Path) -> None:
-    from semsearch.adapt import read_captions
     from semsearch.errors import ConfigError
+    from semsearch.evaluate.adapt import read_captions
 
     rows = ["path,caption"] + [
         f"{p.relative_to(labeled)},a picture of {'sunny' if 'class0' in str(p) else 'rainy'} "

@@ -12,10 +12,12 @@ import pytest
 from semsearch.errors import ConfigError, UnknownMetricError
 from semsearch.featureset import FeatureSet
 from semsearch.index import approx
-from semsearch.index.approx import IndexSpec, SearchParams
+from semsearch.index.approx import SearchParams
 from semsearch.index.catalog import IndexCatalog
-from semsearch.index.exact import ExactIndex, Metric
+from semsearch.index.exact import ExactIndex
+from semsearch.index.metric import Metric
 from semsearch.index.source import StoreVectors
+from semsearch.indexspec import IndexSpec
 from semsearch.store import NewImage, Store
 
 FS = FeatureSet("tiny", "head", "gem")

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from tests.conftest import ROOT, labeled_folder, make_image
 
+from semsearch.evaluate.sweep import run_sweep
 from semsearch.session import Session
-from semsearch.sweep import run_sweep
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from semsearch.evaluate import (
+from semsearch.index.metric import Metric
+from semsearch.ranking import (
     average_precision,
     evaluate,
     evaluate_relevance,
@@ -15,7 +16,6 @@ from semsearch.evaluate import (
     relevance,
     weighted_precision_at_15,
 )
-from semsearch.index.exact import Metric
 
 
 def test_readme_worked_example() -> None:
@@ -67,7 +67,7 @@ def test_evaluate_gallery_and_per_class() -> None:
 
 
 def test_chunked_evaluation_equals_the_whole(monkeypatch: pytest.MonkeyPatch) -> None:
-    import semsearch.evaluate as evaluate_module
+    import semsearch.ranking as evaluate_module
 
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(50, 6)).astype(np.float32)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from semsearch.evaluate import evaluate
-from semsearch.expansion import (
+from semsearch.index.metric import Metric
+from semsearch.ranking import evaluate
+from semsearch.vectors import (
     PCAWhitening,
     augment_query,
     concatenate,
     database_augmentation,
     l2_normalize,
 )
-from semsearch.index.exact import Metric
 
 
 def _clusters(seed: int = 0, noise: float = 1.0) -> tuple[np.ndarray, list[str]]:

@@ -13,12 +13,12 @@ import pytest
 from PIL import Image
 from tests.conftest import dataset, labeled_folder
 
-from semsearch.collections import get_collection
 from semsearch.errors import NotIndexedError, QueryError, UnknownLayerError
 from semsearch.explore.channels import activation_overlay, channel_image, top_activating
 from semsearch.explore.visualize import RenderSettings, render_channel
 from semsearch.explore.why import class_map, similarity_maps, top_classes
 from semsearch.featureset import FeatureSet
+from semsearch.query.collection import get_collection
 from semsearch.session import Session
 
 FAST = RenderSettings(steps=2, size=48)
@@ -86,7 +86,7 @@ def test_top_activating_images(tiny_session: Session, photos: Path) -> None:
     # It is the channel's maximum over the map, image by image.
     backbone = tiny_session.backbone("tiny", ["block"])
     spec = tiny_session.spec("tiny")
-    from semsearch.features import decode_input
+    from semsearch.embed.extractors import decode_input
 
     every = {}
     for path in sorted(photos.glob("*/*.png")):
@@ -173,7 +173,7 @@ def test_explorer_routes(tiny_session: Session, photos: Path) -> None:
 def test_an_optimized_image_excites_its_channel_far_more_than_real_images(
         tmp_path: Path, cache_dir: Path) -> None:
     from semsearch.config import resolve
-    from semsearch.features import decode_input
+    from semsearch.embed.extractors import decode_input
     from semsearch.models.network import PROBS  # noqa: F401 - the real registry
 
     images = sorted(dataset("iconic200").glob("*/*.jpg"))

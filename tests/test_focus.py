@@ -13,7 +13,7 @@ from tests.conftest import dataset
 
 from semsearch.errors import FeatureSetError
 from semsearch.featureset import FeatureSet
-from semsearch.focus import channel_weights, resolve_class
+from semsearch.query.focus import channel_weights, resolve_class
 from semsearch.session import Session
 
 

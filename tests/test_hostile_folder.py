@@ -18,7 +18,8 @@ from tests.conftest import make_image
 from tests.test_fuzz import _png_claiming, mutated
 
 from semsearch.images import is_supported, printable
-from semsearch.indexing import IndexReport, index_folder
+from semsearch.indexing.local import index_folder
+from semsearch.indexing.plan import IndexReport
 from semsearch.session import Session
 
 

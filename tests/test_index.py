@@ -9,7 +9,8 @@ import pytest
 from scipy.spatial.distance import cdist
 
 from semsearch.errors import UnknownMetricError
-from semsearch.index.exact import METRICS, ExactIndex, Metric, calibration
+from semsearch.index.exact import ExactIndex, calibration
+from semsearch.index.metric import METRICS, Metric
 
 SCIPY = {"cosine": "cosine", "euclidean": "euclidean", "sqeuclidean": "sqeuclidean",
          "minkowski": "minkowski"}

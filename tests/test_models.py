@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from tests.conftest import TINY
 
+from semsearch.embed.pooling import pool, pooled_dim
 from semsearch.errors import FeatureSetError, UnknownLayerError, UnknownModelError
 from semsearch.featureset import FeatureSet
 from semsearch.models.network import PROBS, find_layer, layer_table
 from semsearch.models.registry import default_registry
 from semsearch.models.runtime import OnnxBackbone, TorchBackbone, graph_key
-from semsearch.pooling import pool, pooled_dim
 
 
 def test_layer_table_uses_real_module_names() -> None:

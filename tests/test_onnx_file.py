@@ -10,13 +10,13 @@ import pytest
 from tests.conftest import TINY, tiny_net
 
 from semsearch.config import resolve
+from semsearch.embed.pooling import pool
 from semsearch.errors import UnknownLayerError, UnknownModelError
 from semsearch.featureset import FeatureSet
-from semsearch.indexing import index_folder
+from semsearch.indexing.local import index_folder
 from semsearch.models.onnx_file import OnnxInput
 from semsearch.models.runtime import TorchBackbone
 from semsearch.models.summary import layers
-from semsearch.pooling import pool
 from semsearch.session import Session
 
 HEAD = "/head_act/Clip_output_0"

@@ -12,7 +12,8 @@ import pytest
 from tests.conftest import make_image
 
 from semsearch.featureset import FeatureSet
-from semsearch.indexing import IndexReport, index_folder
+from semsearch.indexing.local import index_folder
+from semsearch.indexing.plan import IndexReport
 from semsearch.session import Session
 
 
@@ -159,7 +160,7 @@ def test_non_utf8_file_name_is_skipped_with_a_printable_reason(tiny_session: Ses
 
 def test_unlistable_folder_keeps_what_is_stored(tiny_session: Session, gallery: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    import semsearch.indexing
+    import semsearch.indexing.plan
     from semsearch.images import Scan, scan_images
 
     _index(tiny_session, gallery)
@@ -169,7 +170,7 @@ def test_unlistable_folder_keeps_what_is_stored(tiny_session: Session, gallery: 
     # folders checks that it does); root could list it, so the scan is staged here.
     staged = Scan([f for f in full.files if not f.path.startswith(hidden + os.sep)],
                   [(hidden, "cannot list folder: Permission denied")], [hidden])
-    monkeypatch.setattr(semsearch.indexing, "scan_images", lambda root: staged)
+    monkeypatch.setattr(semsearch.indexing.plan, "scan_images", lambda root: staged)
     report = _index(tiny_session, gallery)
     assert report.removed == 0 and tiny_session.store.count_images() == 12
     assert [s.reason for s in report.failed] == ["cannot list folder: Permission denied"]
@@ -263,7 +264,7 @@ def test_move_plus_copy_keeps_both_files(tiny_session: Session, gallery: Path) -
 
 
 def test_non_finite_vector_skips_that_file_only(tiny_session: Session, gallery: Path) -> None:
-    from semsearch.features import FeatureExtractor
+    from semsearch.embed.extractors import FeatureExtractor
 
     real = tiny_session.extractor(tiny_session.feature_set())
 
@@ -299,7 +300,7 @@ def test_stored_size_is_the_full_picture_size(tiny_session: Session, tmp_path: P
 
 
 def test_moves_and_touches_keep_indexes_fresh(tiny_session: Session, gallery: Path) -> None:
-    from semsearch.index.exact import Metric
+    from semsearch.index.metric import Metric
 
     first = tiny_session.feature_set()
     other = tiny_session.feature_set(pool="max")

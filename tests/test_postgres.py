@@ -18,10 +18,11 @@ from semsearch.config import resolve
 from semsearch.errors import ConfigError, StoreError, StoreVersionError, UnknownMetricError
 from semsearch.featureset import FeatureSet
 from semsearch.index.catalog import IndexCatalog
-from semsearch.index.exact import ExactIndex, Metric
-from semsearch.pgstore import PostgresStore, redact
+from semsearch.index.exact import ExactIndex
+from semsearch.index.metric import Metric
 from semsearch.session import Session
 from semsearch.store import Move, NewImage, Store, SweepRow
+from semsearch.store.postgres import PostgresStore, redact
 
 psycopg = pytest.importorskip("psycopg")
 FS = FeatureSet("tiny", "head", "gem")

@@ -17,11 +17,13 @@ import numpy as np
 import pytest
 from tests.conftest import ROOT, labeled_folder
 
-from semsearch import cli, distributed
+from semsearch import cli
 from semsearch.config import resolve
-from semsearch.distributed import index_folder_ray, recipe_for
 from semsearch.errors import ConfigError, SemsearchError
-from semsearch.indexing import IndexReport, index_folder
+from semsearch.indexing import ray_run as distributed
+from semsearch.indexing.local import index_folder
+from semsearch.indexing.plan import IndexReport
+from semsearch.indexing.ray_run import index_folder_ray, recipe_for
 from semsearch.models.registry import ModelRegistry
 from semsearch.session import Session
 from semsearch.store import Store

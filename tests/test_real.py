@@ -17,12 +17,12 @@ import pytest
 from tests.conftest import dataset
 
 from semsearch.config import resolve
-from semsearch.index.exact import Metric
-from semsearch.indexing import index_folder
+from semsearch.index.metric import Metric
+from semsearch.indexing.local import index_folder
 from semsearch.models.network import PROBS
 from semsearch.models.registry import default_registry
 from semsearch.models.runtime import OnnxBackbone, TorchBackbone
-from semsearch.search import KnownImageQuery
+from semsearch.query.service import KnownImageQuery
 from semsearch.session import Session
 
 pytestmark = pytest.mark.real
@@ -171,7 +171,7 @@ def test_default_configuration_beats_the_targets_through_search(
         tmp_path: Path, cache_dir: Path, name: str, target: float) -> None:
     """The score of the published table, measured through the same Session.index and
     SearchService path as `semsearch index` / `search` with no options."""
-    from semsearch.evaluate import weighted_precision_at_15
+    from semsearch.ranking import weighted_precision_at_15
 
     root = dataset(name)
     config = resolve({"db": str(tmp_path / "d.db"), "cache_dir": str(cache_dir)}, env={})

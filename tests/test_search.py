@@ -10,9 +10,9 @@ import pytest
 from tests.conftest import labeled_folder, make_image
 
 from semsearch.errors import NotIndexedError, QueryError
-from semsearch.index.exact import METRICS, Metric
-from semsearch.indexing import index_folder
-from semsearch.search import ImageQuery, KnownImageQuery
+from semsearch.index.metric import METRICS, Metric
+from semsearch.indexing.local import index_folder
+from semsearch.query.service import ImageQuery, KnownImageQuery
 from semsearch.session import Session
 
 
@@ -247,7 +247,7 @@ def clustered(tiny_session: Session, tmp_path: Path) -> Session:
 
 
 def test_expansion_searches_the_dba_gallery(clustered: Session) -> None:
-    from semsearch.expansion import database_augmentation
+    from semsearch.vectors import database_augmentation
 
     record = _record(clustered)
     service = clustered.search_service()
@@ -266,7 +266,7 @@ def test_expansion_searches_the_dba_gallery(clustered: Session) -> None:
 
 
 def test_external_query_is_expanded_over_its_nearest_originals(clustered: Session) -> None:
-    from semsearch.expansion import l2_normalize
+    from semsearch.vectors import l2_normalize
 
     record = _record(clustered)
     loaded = clustered.catalog.get(record, Metric(), 5)
@@ -297,7 +297,7 @@ def test_expansion_is_cosine_only_and_capped(clustered: Session,
 
 def test_outside_query_goes_through_augmentation_in_search(clustered: Session,
                                                            tmp_path: Path) -> None:
-    from semsearch.expansion import augment_query, database_augmentation
+    from semsearch.vectors import augment_query, database_augmentation
 
     record = _record(clustered)
     outsider = make_image(tmp_path / "outside.png", seed=999)

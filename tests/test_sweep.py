@@ -13,12 +13,12 @@ import pytest
 from tests.conftest import dataset, labeled_folder, make_image
 
 from semsearch.errors import EvaluationError, FeatureSetError, UnknownLayerError
-from semsearch.evaluate import evaluate
+from semsearch.evaluate.leaderboard import write_outputs
+from semsearch.evaluate.sweep import auto_layers, choose_layers, run_sweep
 from semsearch.featureset import FeatureSet
-from semsearch.leaderboard import write_outputs
 from semsearch.models.network import LayerInfo
+from semsearch.ranking import evaluate
 from semsearch.session import Session
-from semsearch.sweep import auto_layers, choose_layers, run_sweep
 
 
 def _conv(name: str, params: int = 10, height: int = 8) -> LayerInfo:

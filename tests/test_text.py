@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import dataset
 
 from semsearch.errors import QueryError
-from semsearch.text import CLASSES, check_query, class_probabilities, conse, tags_for
+from semsearch.query.text_model import CLASSES, check_query, class_probabilities, conse, tags_for
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\t"])
@@ -60,8 +60,8 @@ def test_composite_probabilities_are_averaged() -> None:
 @pytest.fixture(scope="module")
 def text_catalogue(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path):  # type: ignore[no-untyped-def]
     from semsearch.config import resolve
+    from semsearch.query.words import index_text
     from semsearch.session import Session
-    from semsearch.textsearch import index_text
 
     root = dataset("iconic200")
     tmp = tmp_path_factory.mktemp("text")
@@ -75,7 +75,7 @@ def text_catalogue(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path):  
 
 @pytest.mark.real
 def test_words_find_their_images(text_catalogue) -> None:  # type: ignore[no-untyped-def]
-    from semsearch.textsearch import image_tags, search_text
+    from semsearch.query.words import image_tags, search_text
 
     session, root = text_catalogue
     bananas = search_text(session, "banana", k=10).hits
@@ -113,7 +113,7 @@ def test_cli_and_api_take_words(text_catalogue, capsys: pytest.CaptureFixture[st
     assert main(["tags", str(tractor), "-n", "0", *common]) == 1
     assert "-n must be from 1 to 100" in capsys.readouterr().err
     # The class embeddings were made once and kept beside the ONNX graphs.
-    from semsearch.text import TextModel
+    from semsearch.query.text_model import TextModel
 
     assert list((session.cache_dir / "text").glob("classes-*.npy"))
     again = TextModel(session.cache_dir)
@@ -143,8 +143,8 @@ def test_cli_tells_words_from_files(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_captions_csv_edge_cases(tmp_path: Path) -> None:
-    from semsearch.adapt import read_captions
     from semsearch.errors import ConfigError
+    from semsearch.evaluate.adapt import read_captions
 
     root = tmp_path / "photos"
     root.mkdir()

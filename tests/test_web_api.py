@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 from tests.conftest import labeled_folder, make_image
 
+from semsearch.evaluate.sweep import run_sweep
 from semsearch.featureset import FeatureSet
 from semsearch.session import Session
-from semsearch.sweep import run_sweep
 from semsearch.web.fetch import FetchPolicy
 
 pytest.importorskip("fastapi")

@@ -23,7 +23,9 @@ from semsearch.config import Config, default_config_file, resolve, settings
 from semsearch.errors import ConfigError, NotIndexedError, QueryError, SemsearchError
 from semsearch.featureset import FeatureSet
 from semsearch.images import check_name
+from semsearch.models.onnx_file import onnx_input
 from semsearch.models.registry import ModelRegistry
+from semsearch.query.hits import FocusClass, SearchResult
 from semsearch.session import Session
 
 RENDER_STEPS = 128  # the default of RenderSettings, without importing it at start-up
@@ -264,7 +266,7 @@ def cmd_index(args: argparse.Namespace, config: Config) -> int:
         try:
             report = session.index(root, feature_set=_chosen(args, session), progress=bar)
             if args.text:
-                from semsearch.textsearch import index_text
+                from semsearch.query.words import index_text
 
                 index_text(session, root, progress=bar)
         finally:
@@ -315,51 +317,55 @@ def _search_image(args: argparse.Namespace, config: Config) -> int:
     with _session(config) as session:
         result = session.search(args.query,
                                 feature_set=_chosen(args, session) if chosen else None)
-    if args.json:
-        _print_json(asdict(result))
-        return 0
-    print(f"query {result.query}  [{result.feature_set}, {result.metric}, "
-          f"embed {result.embed_ms:.0f} ms, search {result.search_ms:.1f} ms]")
-    if not result.hits:
-        print("  no results: the index is empty")
-    for hit in result.hits:
-        print(f"{hit.rank:4d}  {hit.score * 100:5.1f}%  d={hit.distance:<10.4g} "
-              f"{hit.label:<20s} {hit.path}")
-    return 0
+    head = {"query": result.query, "feature_set": result.feature_set, "metric": result.metric}
+    return _print_hits(args, result, head, f"query {result.query}  [{result.feature_set}, "
+                       f"{result.metric}, embed {result.embed_ms:.0f} ms, search "
+                       f"{result.search_ms:.1f} ms]", by_distance=True)
 
 
 def _search_text(args: argparse.Namespace, config: Config) -> int:
-    from semsearch.textsearch import search_text, text_feature_set, words_adapter
+    from semsearch.query.words import search_text, words_adapter
 
     with _session(config) as session:
         # An image adapter from the settings does not apply to words; one named here must.
         adapter = (config.adapter if args.adapter is not None
                    else words_adapter(session, config.adapter))
         result = search_text(session, args.query, k=config.k, adapter=adapter)
-        source = f"adapter {adapter}" if adapter else str(text_feature_set(session))
-    return _print_scored(args, result.hits, {
-        "query": result.query, "mode": "text", "feature_set": str(source),
-        "embed_ms": result.embed_ms, "search_ms": result.search_ms},
-        f"words \"{result.query}\"  [{source} via class names, embed {result.embed_ms:.0f} "
-        f"ms, search {result.search_ms:.1f} ms]")
+    head = {"query": result.query, "mode": "text", "feature_set": result.feature_set,
+            "embed_ms": result.embed_ms, "search_ms": result.search_ms}
+    return _print_hits(args, result, head, f"words \"{result.query}\"  [{result.feature_set} "
+                       f"via class names, embed {result.embed_ms:.0f} ms, search "
+                       f"{result.search_ms:.1f} ms]")
 
 
-def _print_scored(args: argparse.Namespace, hits: Sequence[Any], head: dict[str, Any],
-                  title: str) -> int:
-    """Prints hits that have a rank, an image record and a score, as JSON or lines."""
+def _print_hits(args: argparse.Namespace, result: SearchResult, head: dict[str, Any],
+                title: str, *, by_distance: bool = False) -> int:
+    """Prints a search's hits as JSON or lines: with the distance and the calibrated score
+    for a search by image, with the cosine score for words and focus."""
     if args.json:
-        _print_json({**head, "hits": [{"rank": h.rank, "image_id": h.image.id,
-                                       "path": h.image.path, "label": h.image.label,
-                                       "score": h.score} for h in hits]})
+        rows = [{"rank": h.rank, "image_id": h.image_id, "path": h.path, "label": h.label,
+                 **({"distance": h.distance} if by_distance else {}), "score": h.score}
+                for h in result.hits]
+        if by_distance:
+            _print_json({**head, "hits": rows, "embed_ms": result.embed_ms,
+                         "search_ms": result.search_ms})
+        else:
+            _print_json({**head, "hits": rows})
         return 0
     print(title)
-    for hit in hits:
-        print(f"{hit.rank:4d}  {hit.score:6.3f}  {hit.image.label:<20s} {hit.image.path}")
+    if by_distance and not result.hits:
+        print("  no results: the index is empty")
+    for hit in result.hits:
+        if by_distance:
+            print(f"{hit.rank:4d}  {hit.score * 100:5.1f}%  d={hit.distance:<10.4g} "
+                  f"{hit.label:<20s} {hit.path}")
+        else:
+            print(f"{hit.rank:4d}  {hit.score:6.3f}  {hit.label:<20s} {hit.path}")
     return 0
 
 
 def _search_focused(args: argparse.Namespace, config: Config) -> int:
-    from semsearch.focus import focused_search
+    from semsearch.query.focus import focused_search
 
     chosen = any(getattr(args, name) is not None
                  for name in ("model", "layer", "pool", "adapter"))
@@ -367,15 +373,17 @@ def _search_focused(args: argparse.Namespace, config: Config) -> int:
         query = session.search_service().resolve(args.query)
         record = session.indexed_feature_set(_chosen(args, session) if chosen else None)
         result = focused_search(session, query, record, args.focus, k=config.k)
-    return _print_scored(args, result.hits, {
-        "query": result.query, "focus": asdict(result.focus),
-        "feature_set": result.feature_set, "seconds": result.seconds},
-        f"query {result.query}  [{result.feature_set}, focus on \"{result.focus.name}\" "
-        f"(class {result.focus.index}), {result.seconds * 1000:.0f} ms]")
+    focus = result.focus or FocusClass(-1, args.focus)
+    seconds = (result.embed_ms + result.search_ms) / 1000
+    head = {"query": result.query, "focus": asdict(focus), "feature_set": result.feature_set,
+            "seconds": seconds}
+    return _print_hits(args, result, head, f"query {result.query}  [{result.feature_set}, "
+                       f"focus on \"{focus.name}\" (class {focus.index}), "
+                       f"{seconds * 1000:.0f} ms]")
 
 
 def cmd_tags(args: argparse.Namespace, config: Config) -> int:
-    from semsearch.textsearch import image_tags
+    from semsearch.query.words import image_tags
 
     if not 1 <= args.count <= 100:
         raise ConfigError(f"-n must be from 1 to 100, not {args.count}")
@@ -402,8 +410,13 @@ def _names(text: str, what: str) -> list[str]:
 
 
 def cmd_compare(args: argparse.Namespace, config: Config) -> int:
-    from semsearch.leaderboard import as_json, leaderboard_rows, prepare_folder, write_outputs
-    from semsearch.sweep import run_sweep
+    from semsearch.evaluate.leaderboard import (
+        as_json,
+        leaderboard_rows,
+        prepare_folder,
+        write_outputs,
+    )
+    from semsearch.evaluate.sweep import run_sweep
 
     root = _path_argument(args.path)
     if args.top < 0:
@@ -452,7 +465,7 @@ def cmd_compare(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_adapt(args: argparse.Namespace, config: Config) -> int:
-    from semsearch.adapt import TrainSettings, adapt
+    from semsearch.evaluate.adapt import TrainSettings, adapt
 
     settings = TrainSettings(dim=args.dim, epochs=args.epochs, seed=args.seed)
     with _session(config, create=True) as session:
@@ -461,7 +474,7 @@ def cmd_adapt(args: argparse.Namespace, config: Config) -> int:
             root = _path_argument(args.path)
             captions = None
             if args.captions:
-                from semsearch.adapt import read_captions
+                from semsearch.evaluate.adapt import read_captions
 
                 captions = read_captions(args.captions, root)
             result = adapt(session, root, args.name, heldout=args.heldout,
@@ -585,10 +598,10 @@ def _is_loopback(host: str) -> bool:
 def cmd_explore_render(args: argparse.Namespace, config: Config) -> int:
     from dataclasses import replace
 
+    from semsearch.evaluate.sweep import choose_layers
     from semsearch.explore.channels import channel_image
     from semsearch.explore.visualize import RenderSettings
     from semsearch.models.summary import layers as layer_table
-    from semsearch.sweep import choose_layers
 
     if args.channels < 1 or args.steps < 1:
         raise ConfigError("--channels and --steps must be at least 1")
@@ -707,7 +720,7 @@ def cmd_models(args: argparse.Namespace, config: Config) -> int:
 def cmd_layers(args: argparse.Namespace, config: Config) -> int:
     from semsearch.models.summary import layers
 
-    table = layers(_registry(), args.model, config.onnx_input())
+    table = layers(_registry(), args.model, onnx_input(config))
     if args.json:
         _print_json([{**asdict(layer), "shape": list(layer.shape)} for layer in table])
         return 0

@@ -10,12 +10,9 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from semsearch.errors import ConfigError
-
-if TYPE_CHECKING:
-    from semsearch.models.onnx_file import OnnxInput
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -106,7 +103,7 @@ def _index_string(value: Any) -> str:
     text = str(value).strip()
     if text.lower() in ("auto", "pgvector"):
         return text.lower()
-    from semsearch.index.approx import IndexSpec
+    from semsearch.indexspec import IndexSpec
 
     try:
         return str(IndexSpec.parse(text))
@@ -244,15 +241,6 @@ class Config:
         from platformdirs import user_data_dir
 
         return Path(user_data_dir(APP_NAME)) / "semsearch.db"
-
-    def onnx_input(self) -> OnnxInput:
-        """Gives how images are fed to onnx:PATH models."""
-        from semsearch.models.onnx_file import OnnxInput
-
-        mean = tuple(float(p) for p in self.onnx_mean.split(","))
-        std = tuple(float(p) for p in self.onnx_std.split(","))
-        return OnnxInput(self.onnx_size, mean, std, self.onnx_layout,  # type: ignore[arg-type]
-                         self.onnx_channels)
 
     def cache_path(self) -> Path:
         """Gives the folder where exported graphs are cached."""

@@ -1,1 +1,2 @@
-"""Exploring what a network sees: 2-D maps of a collection, and (later) channels and heatmaps."""
+"""Exploring what a network sees: layer tables, channel images, top-activating images,
+heatmaps of why two images match, and 2-D maps of a collection."""

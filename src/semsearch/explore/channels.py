@@ -16,13 +16,13 @@ import numpy.typing as npt
 from PIL import Image
 
 from semsearch.atomic import write_bytes_atomically
-from semsearch.collections import Collection, collection_images
+from semsearch.embed.extractors import decode_input
+from semsearch.embed.pooling import pool
 from semsearch.errors import BadImageError, NotIndexedError, QueryError, SemsearchError
 from semsearch.explore.heatmap import overlay, png
 from semsearch.explore.visualize import RenderSettings, render_channel
-from semsearch.features import decode_input
-from semsearch.pooling import pool
-from semsearch.session import Session
+from semsearch.query.collection import Collection, collection_images
+from semsearch.query.context import Context
 from semsearch.store import ImageRecord
 
 
@@ -39,11 +39,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
-def check_channel(session: Session, model: str, layer: str, channel: int) -> int:
+def check_channel(session: Context, model: str, layer: str, channel: int) -> int:
     """Gives the layer's channel count if `channel` is one of them, else raises."""
     from semsearch.models.network import find_layer
 
-    info = find_layer(session.layer_table(model), layer, model)
+    info = find_layer(session.models.layer_table(model), layer, model)
     if not 0 <= channel < info.channels:
         raise QueryError(f"{model} layer {layer} has {info.channels} channels (0 to "
                          f"{info.channels - 1}); there is no channel {channel}")
@@ -71,7 +71,7 @@ def _cached(target: Path, info: Path) -> ChannelImage | None:
         return None
 
 
-def channel_image(session: Session, model: str, layer: str, channel: int,
+def channel_image(session: Context, model: str, layer: str, channel: int,
                   settings: RenderSettings | None = None, *, render: bool = True,
                   wait: bool = True) -> ChannelImage:
     """Gives the feature visualization of a channel from the disk cache (keyed by the
@@ -80,8 +80,8 @@ def channel_image(session: Session, model: str, layer: str, channel: int,
     render runs at a time per model; with `wait` false a busy model raises RenderBusy."""
     settings = settings or RenderSettings()
     check_channel(session, model, layer, channel)
-    spec = session.spec(model)
-    folder = (session.cache_dir / "channels" / f"{_slug(model)}-{spec.weights_id()[:12]}"
+    spec = session.models.spec(model)
+    folder = (session.config.cache_path() / "channels" / f"{_slug(model)}-{spec.weights_id()[:12]}"
               / _slug(layer))
     target = folder / f"{channel}-v{RENDER_VERSION}-{settings.tag}.png"
     info = target.with_suffix(".json")
@@ -90,7 +90,7 @@ def channel_image(session: Session, model: str, layer: str, channel: int,
         return found
     if not render:
         raise NotIndexedError(f"{model} {layer} channel {channel} is not rendered yet")
-    net, lock = session.network(model)
+    net, lock = session.models.network(model)
     if not lock.acquire(blocking=wait):
         raise RenderBusy("another channel is being rendered; try again in a few seconds")
     try:
@@ -120,7 +120,7 @@ _maxima_lock = threading.Lock()
 _MAXIMA_KEPT = 8
 
 
-def channel_maxima(session: Session, collection: Collection, model: str, layer: str
+def channel_maxima(session: Context, collection: Collection, model: str, layer: str
                    ) -> tuple[list[int], npt.NDArray[np.float32]]:
     """Gives (image ids, images x channels) of every channel's maximum over the layer's map,
     for the collection's images. Worked out in memory and kept until the collection's files
@@ -131,8 +131,8 @@ def channel_maxima(session: Session, collection: Collection, model: str, layer: 
     with _maxima_lock:
         if key in _maxima:
             return _maxima[key]
-        backbone = session.backbone(model, [layer])
-        spec = session.spec(model)
+        backbone = session.models.backbone(model, [layer])
+        spec = session.models.spec(model)
         ids: list[int] = []
         rows: list[npt.NDArray[np.float32]] = []
         batch: list[npt.NDArray[np.uint8]] = []
@@ -166,7 +166,7 @@ def channel_maxima(session: Session, collection: Collection, model: str, layer: 
 _TOP_BATCH = 8
 
 
-def top_activating(session: Session, collection: Collection, model: str, layer: str,
+def top_activating(session: Context, collection: Collection, model: str, layer: str,
                    channel: int, k: int = 9) -> list[TopImage]:
     """Gives the collection's k images in which the channel fires most strongly (its maximum
     over the map)."""
@@ -180,13 +180,13 @@ def top_activating(session: Session, collection: Collection, model: str, layer: 
             if ids[i] in images]
 
 
-def activation_overlay(session: Session, source: str | bytes, model: str, layer: str,
+def activation_overlay(session: Context, source: str | bytes, model: str, layer: str,
                        channel: int) -> bytes:
     """Gives a PNG of the image as the model sees it (its centre crop) with the channel's
     activation map drawn over it."""
     check_channel(session, model, layer, channel)
-    pixels, _ = decode_input(session.spec(model), session.config.max_pixels, source)
-    maps = session.backbone(model, [layer]).run(pixels[None])[layer]
+    pixels, _ = decode_input(session.models.spec(model), session.config.max_pixels, source)
+    maps = session.models.backbone(model, [layer]).run(pixels[None])[layer]
     if maps.ndim != 4:
         raise QueryError(f"{model} layer {layer} has no spatial map to draw")
     return overlay(pixels, maps[0, channel])

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from semsearch.expansion import l2_normalize
 from semsearch.store import FeatureSetRecord, Store
+from semsearch.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 

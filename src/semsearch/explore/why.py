@@ -20,12 +20,12 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from semsearch.embed.extractors import decode_input
+from semsearch.embed.pooling import GEM_EPS
 from semsearch.errors import FeatureSetError, QueryError
 from semsearch.explore.heatmap import overlay
-from semsearch.features import decode_input
-from semsearch.featureset import FeatureSet
-from semsearch.pooling import GEM_EPS, gem_exponent
-from semsearch.session import Session
+from semsearch.featureset import FeatureSet, gem_exponent
+from semsearch.query.context import Context
 
 _GRID = 64  # maps of a composite's models are resampled to this grid before adding
 
@@ -81,7 +81,7 @@ def _resample(values: npt.NDArray[np.float64], size: int) -> npt.NDArray[np.floa
     return out + (values.sum() - out.sum()) / out.size
 
 
-def similarity_maps(session: Session, fs: FeatureSet, query: str | bytes,
+def similarity_maps(session: Context, fs: FeatureSet, query: str | bytes,
                     result: str | bytes) -> SimilarityMaps:
     """Gives where two images' similarity comes from, for a feature set with a spatial
     layer: each image with its share map drawn over it."""
@@ -91,10 +91,11 @@ def similarity_maps(session: Session, fs: FeatureSet, query: str | bytes,
     similarity = 0.0
     shown: list[npt.NDArray[np.uint8]] = []
     for model in models:
-        spec = session.spec(model)
+        spec = session.models.spec(model)
         pixels_q, _ = decode_input(spec, session.config.max_pixels, query)
         pixels_r, _ = decode_input(spec, session.config.max_pixels, result)
-        out = session.backbone(model, [fs.layer]).run(np.stack([pixels_q, pixels_r]))[fs.layer]
+        backbone = session.models.backbone(model, [fs.layer])
+        out = backbone.run(np.stack([pixels_q, pixels_r]))[fs.layer]
         if out.ndim != 4:
             raise QueryError(f"{fs.layer} has no spatial map: choose a convolutional layer")
         # Each image's own vector first, then its shares against the other's unit vector.
@@ -125,38 +126,38 @@ class ClassGuess:
     probability: float
 
 
-def _classifier(session: Session, model: str) -> tuple[str, npt.NDArray[np.float32]]:
+def _classifier(session: Context, model: str) -> tuple[str, npt.NDArray[np.float32]]:
     """Gives the layer the classifier reads (its input map) and its weights (classes x C)."""
-    spec = session.spec(model)
+    spec = session.models.spec(model)
     if spec.classifier is None:
         raise FeatureSetError(f"{model} has no classifier")
-    net, _ = session.network(model)
+    net, _ = session.models.network(model)
     modules = dict(net.named_modules())
     weights = modules[spec.classifier].weight.detach().numpy()
     return spec.default_layer, weights
 
 
-def top_classes(session: Session, model: str, source: str | bytes,
+def top_classes(session: Context, model: str, source: str | bytes,
                 k: int = 5) -> list[ClassGuess]:
     """Gives the model's k most probable ImageNet classes for an image."""
     from semsearch.models.network import PROBS
 
-    spec = session.spec(model)
+    spec = session.models.spec(model)
     pixels, _ = decode_input(spec, session.config.max_pixels, source)
-    probs = session.backbone(model, [PROBS]).run(pixels[None])[PROBS][0]
+    probs = session.models.backbone(model, [PROBS]).run(pixels[None])[PROBS][0]
     names = spec.class_names() if spec.class_names else None
     order = np.argsort(-probs)[:k]
     return [ClassGuess(int(i), names[i] if names else f"class {i}", float(probs[i]))
             for i in order]
 
 
-def class_map(session: Session, model: str, source: str | bytes, class_index: int) -> bytes:
+def class_map(session: Context, model: str, source: str | bytes, class_index: int) -> bytes:
     """Gives a PNG of the image (as the model sees it) with the class's activation map."""
     layer, weights = _classifier(session, model)
     if not 0 <= class_index < len(weights):
         raise QueryError(f"{model} has {len(weights)} classes; there is no class {class_index}")
-    spec = session.spec(model)
+    spec = session.models.spec(model)
     pixels, _ = decode_input(spec, session.config.max_pixels, source)
-    maps = session.backbone(model, [layer]).run(pixels[None])[layer][0]
+    maps = session.models.backbone(model, [layer]).run(pixels[None])[layer][0]
     cam = np.tensordot(weights[class_index].astype(np.float64), maps, axes=1)
     return overlay(pixels, np.maximum(cam, 0))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,11 +25,12 @@ import numpy as np
 import numpy.typing as npt
 
 from semsearch.errors import ConfigError, UnknownMetricError
-from semsearch.index.exact import Metric, _top_k_smallest
+from semsearch.index.exact import _top_k_smallest
+from semsearch.index.metric import Metric
+from semsearch.indexspec import REFINE_SUFFIX, IndexSpec
 
 log = logging.getLogger(__name__)
 
-REFINE_SUFFIX = ",RFlat"
 # Approximate search ranks by these; minkowski has no FAISS index besides the flat one.
 APPROX_METRICS = ("cosine", "ip", "euclidean", "sqeuclidean")
 CHUNK = 65_536
@@ -49,66 +49,6 @@ class VectorSource(Protocol):
                                                   npt.NDArray[np.float32]]]: ...
 
     def sample(self, n: int, seed: int = 0) -> npt.NDArray[np.float32]: ...
-
-
-@dataclass(frozen=True)
-class IndexSpec:
-    """An index named by a factory string; "Flat" is the exact index."""
-
-    factory: str
-
-    @classmethod
-    def parse(cls, text: str) -> IndexSpec:
-        """Gives the spec a factory string names, checked by FAISS; ConfigError otherwise."""
-        cleaned = re.sub(r"\s+", "", text)
-        if not cleaned:
-            raise ConfigError("an index needs a FAISS factory string, e.g. Flat, HNSW32 or "
-                              "IVF4096,PQ32")
-        if cleaned.lower() == "flat":
-            return cls("Flat")
-        core = cleaned[:-len(REFINE_SUFFIX)] if cleaned.endswith(REFINE_SUFFIX) else cleaned
-        if "IDMap" in core or "Refine" in core or "RFlat" in core:
-            raise ConfigError(f"index {text!r}: ids and re-ranking are managed by semsearch; "
-                              "drop IDMap/Refine and end the string with ,RFlat to re-rank "
-                              "from the full vectors on disk")
-        import faiss
-
-        try:
-            faiss.index_factory(8 if "PQ" not in core else 64, core)
-        except RuntimeError as exc:
-            # FAISS's message about the dimension check is not about the string itself.
-            if "multiple" not in str(exc) and "divisible" not in str(exc):
-                first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
-                raise ConfigError(f"index {text!r} is not a FAISS factory string FAISS can "
-                                  f"build ({first}); examples: Flat, HNSW32, IVF4096,Flat, "
-                                  "OPQ32_128,IVF4096,PQ32,RFlat") from None
-        return cls(cleaned)
-
-    @property
-    def exact(self) -> bool:
-        return self.factory == "Flat"
-
-    @property
-    def refine(self) -> bool:
-        return self.factory.endswith(REFINE_SUFFIX)
-
-    @property
-    def core(self) -> str:
-        return self.factory[:-len(REFINE_SUFFIX)] if self.refine else self.factory
-
-    @property
-    def nlist(self) -> int:
-        """Gives the IVF list count the string names (0 if it is not an IVF index)."""
-        match = re.search(r"IVF(\d+)", self.core)
-        return int(match.group(1)) if match else 0
-
-    @property
-    def tag(self) -> str:
-        """Gives a file-name-safe form of the string."""
-        return re.sub(r"[^A-Za-z0-9]+", "_", self.factory).strip("_")
-
-    def __str__(self) -> str:
-        return self.factory
 
 
 def auto_spec(count: int, exact_max: int, dim: int = 0) -> IndexSpec:
@@ -184,6 +124,8 @@ class BuiltFiles:
 class ApproximateIndex:
     """An approximate k-NN index keyed by image id (see the module docstring)."""
 
+    exact = False
+
     def __init__(self, spec: IndexSpec, metric: Metric, faiss_index: Any,
                  ids: npt.NDArray[np.int64], full: npt.NDArray[np.float32] | None,
                  params: SearchParams = SearchParams()) -> None:
@@ -198,6 +140,14 @@ class ApproximateIndex:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def stored(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        """Raises KeyError: the vectors are not kept here to give back."""
+        raise KeyError("this index keeps no vectors to give back")
+
+    def subset(self, ids: npt.NDArray[np.int64]) -> None:
+        """Gives None: a subset is searched by widening, capped (see the search service)."""
+        return None
 
     def _apply(self, params: SearchParams) -> dict[str, int]:
         """Sets nprobe / efSearch on the index; gives the values in force."""

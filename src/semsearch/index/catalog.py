@@ -14,20 +14,23 @@ import secrets
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from semsearch.atomic import process_alive, remove_stale_temporaries, write_atomically
 from semsearch.errors import ConfigError
-from semsearch.expansion import augment_query, database_augmentation
 from semsearch.index import approx
-from semsearch.index.approx import ApproximateIndex, BuiltFiles, IndexSpec, SearchParams
-from semsearch.index.exact import Calibration, ExactIndex, Metric, calibration
+from semsearch.index.approx import ApproximateIndex, BuiltFiles, SearchParams
+from semsearch.index.exact import Calibration, ExactIndex, calibration
+from semsearch.index.metric import Metric
 from semsearch.index.pgvector import PGVECTOR, PgVectorIndex, check_metric
+from semsearch.index.protocol import VectorIndex
 from semsearch.index.source import StoreVectors
+from semsearch.indexspec import IndexSpec
 from semsearch.store import FeatureSetRecord, Store
+from semsearch.vectors import augment_query, database_augmentation
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ class LoadedIndex:
     """An index in memory with its manifest and score calibration (read once). With query
     expansion on, `index` holds the DBA gallery and `base` the original vectors."""
 
-    index: ExactIndex | ApproximateIndex | PgVectorIndex
+    index: VectorIndex
     manifest: dict[str, Any]
     calibration: Calibration
     base: ExactIndex | None = None
@@ -59,8 +62,6 @@ class LoadedIndex:
     def known_vector(self, image_id: int) -> npt.NDArray[np.float32]:
         """Gives an indexed image's vector as this index holds it (its DBA vector when
         augmentation is on); KeyError if the index does not hold it."""
-        if not isinstance(self.index, ExactIndex):
-            raise KeyError(image_id)
         return self.index.stored(np.array([image_id], dtype=np.int64))[0]
 
     def expand(self, query: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -102,7 +103,7 @@ class IndexCatalog:
         self.store = store
         self.folder = folder or store.index_folder()
         self.index = index if index in ("auto", PGVECTOR) else str(IndexSpec.parse(index))
-        if index == PGVECTOR and not hasattr(store, "nearest"):
+        if index == PGVECTOR and not store.searches_vectors:
             raise ConfigError("--index pgvector needs a PostgreSQL catalogue (--db "
                               "postgresql://...)")
         self.on_disk = on_disk
@@ -117,8 +118,8 @@ class IndexCatalog:
             return None
         if self.index == "auto":
             count = self.store.count_vectors(record.id)
-            if count > self.exact_max and hasattr(self.store, "nearest"):
-                from semsearch.pgstore import HNSW_MAX_DIM
+            if count > self.exact_max and self.store.searches_vectors:
+                from semsearch.store.postgres import HNSW_MAX_DIM
 
                 if record.dim <= HNSW_MAX_DIM:  # else pgvector could only scan them all
                     return None
@@ -249,10 +250,9 @@ class IndexCatalog:
     def _get_pgvector(self, record: FeatureSetRecord, metric: Metric) -> LoadedIndex:
         """Gives pgvector's HNSW index of the feature set, built in PostgreSQL if missing
         (its recall@10 against exact search is measured then and kept in the catalogue)."""
-        from semsearch.pgstore import HNSW_MAX_DIM, PostgresStore
+        from semsearch.store.postgres import HNSW_MAX_DIM, PostgresStore
 
-        store = self.store
-        assert isinstance(store, PostgresStore)
+        store = cast(PostgresStore, self.store)  # spec_for chose pgvector: it searches
         check_metric(metric)
         source = StoreVectors(store, record.id)
         key = f"recall:{store.hnsw_index_name(record.id, metric.name)}"
@@ -414,11 +414,11 @@ class IndexCatalog:
         return found
 
     def _pgvector_status(self, record: FeatureSetRecord) -> list[IndexStatus]:
-        from semsearch.pgstore import PostgresStore
+        from semsearch.store.postgres import PostgresStore
 
-        store = self.store
-        if not isinstance(store, PostgresStore):
+        if not self.store.searches_vectors:
             return []
+        store = cast(PostgresStore, self.store)
         found = []
         count = store.count_vectors(record.id)
         for metric in ("cosine", "ip", "euclidean"):  # sqeuclidean shares euclidean's

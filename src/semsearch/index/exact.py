@@ -16,35 +16,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from semsearch.errors import UnknownMetricError
+from semsearch.index.metric import Metric
 
-METRICS = ("cosine", "euclidean", "sqeuclidean", "minkowski", "ip")
 _BLAS_MAX_QUERIES = 8
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A distance. Distances are always "smaller is closer": cosine gives 1 - cos,
-    ip gives the negated inner product, minkowski gives (sum |x - y|^p)^(1/p)."""
-
-    name: str = "cosine"
-    p: float = 3.0
-
-    def __post_init__(self) -> None:
-        if self.name not in METRICS:
-            raise UnknownMetricError(
-                f"unknown metric {self.name!r}; choose one of {', '.join(METRICS)}"
-            )
-        if self.name == "minkowski" and not self.p >= 1:
-            raise UnknownMetricError(f"minkowski needs p >= 1, not {self.p}")
-
-    @property
-    def tag(self) -> str:
-        """Gives a file-name-safe name that includes p for minkowski."""
-        return f"minkowski-p{self.p:g}" if self.name == "minkowski" else self.name
-
-    def __str__(self) -> str:
-        return f"minkowski(p={self.p:g})" if self.name == "minkowski" else self.name
 
 
 def _l2_normalize(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -54,6 +28,8 @@ def _l2_normalize(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
 class ExactIndex:
     """Brute-force k-nearest-neighbour search keyed by image id."""
+
+    exact = True
 
     def __init__(self, metric: Metric, faiss_index: Any) -> None:
         import faiss

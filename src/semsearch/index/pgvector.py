@@ -10,17 +10,17 @@ import numpy as np
 import numpy.typing as npt
 
 from semsearch.errors import UnknownMetricError
-from semsearch.index.exact import Metric
+from semsearch.index.metric import Metric
 
 if TYPE_CHECKING:
-    from semsearch.pgstore import PostgresStore
     from semsearch.store import FeatureSetRecord
+    from semsearch.store.postgres import PostgresStore
 
 PGVECTOR = "pgvector"
 
 
 def check_metric(metric: Metric) -> None:
-    from semsearch.pgstore import OPERATORS
+    from semsearch.store.postgres import OPERATORS
 
     if metric.name not in OPERATORS:
         raise UnknownMetricError(f"pgvector ranks by {', '.join(OPERATORS)}; for {metric} use "
@@ -29,6 +29,8 @@ def check_metric(metric: Metric) -> None:
 
 class PgVectorIndex:
     """A feature set's vectors in PostgreSQL, searched there (see the module docstring)."""
+
+    exact = False
 
     def __init__(self, store: PostgresStore, record: FeatureSetRecord, metric: Metric,
                  ef_search: int = 0) -> None:
@@ -44,6 +46,14 @@ class PgVectorIndex:
 
     def __len__(self) -> int:
         return self._count
+
+    def stored(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        """Raises KeyError: the vectors are not kept here to give back."""
+        raise KeyError("this index keeps no vectors to give back")
+
+    def subset(self, ids: npt.NDArray[np.int64]) -> None:
+        """Gives None: a subset is searched by widening, capped (see the search service)."""
+        return None
 
     def search(self, queries: npt.NDArray[np.float32], k: int
                ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:

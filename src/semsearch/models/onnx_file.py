@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from semsearch.atomic import write_atomically
+from semsearch.config import Config
 from semsearch.errors import UnknownLayerError, UnknownModelError
 from semsearch.models.network import LayerInfo, find_layer
 from semsearch.models.preprocess import Preprocess
@@ -36,6 +37,14 @@ class OnnxInput:
     std: tuple[float, float, float] = (58.395, 57.12, 57.375)
     layout: str = "nchw"
     channels: str = "rgb"  # "bgr" for models trained on BGR input (Caffe-style)
+
+
+def onnx_input(config: Config) -> OnnxInput:
+    """Gives how the settings say images are fed to onnx:PATH models."""
+    mean = tuple(float(p) for p in config.onnx_mean.split(","))
+    std = tuple(float(p) for p in config.onnx_std.split(","))
+    return OnnxInput(config.onnx_size, mean, std, config.onnx_layout,  # type: ignore[arg-type]
+                     config.onnx_channels)
 
 
 def is_onnx_name(name: str) -> bool:

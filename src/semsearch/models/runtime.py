@@ -173,21 +173,3 @@ class OnnxBackbone:
 
     def output_shape(self, layer: str) -> tuple[int, ...]:
         return self._shapes[layer]
-
-
-def load_backbone(
-    spec: ModelSpec,
-    layers: Sequence[str],
-    *,
-    runtime: str = "onnx",
-    cache_dir: Path,
-    threads: int = 0,
-) -> Backbone:
-    """Gives a backbone for the spec that yields the given layers in one forward pass."""
-    if spec.onnx_path is not None:
-        from semsearch.models.onnx_file import OnnxFileBackbone
-
-        return OnnxFileBackbone(spec, layers, cache_dir, threads)
-    if runtime == "torch":
-        return TorchBackbone(spec, layers, threads)
-    return OnnxBackbone(spec, layers, cache_dir, threads)

@@ -50,6 +50,9 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
 class Store(SavedResults):
     """The SQLite catalogue. Open with `Store.open(path)`; use as a context manager."""
 
+    # Whether the database itself can search vectors (pgvector): SQLite cannot.
+    searches_vectors = False
+
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path

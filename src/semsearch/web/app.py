@@ -10,8 +10,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +20,6 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from semsearch.collections import (
-    Collection,
-    CollectionSearch,
-    CollectionSummary,
-    collection_feature_sets,
-    collection_images,
-    default_feature_set,
-    get_collection,
-    list_collections,
-    resolve_feature_set,
-    search_collection,
-    summarize,
-)
 from semsearch.config import Config
 from semsearch.errors import (
     BadImageError,
@@ -49,11 +35,24 @@ from semsearch.errors import (
     UnknownModelError,
 )
 from semsearch.explore.channels import RenderBusy
-from semsearch.featureset import FeatureSet
-from semsearch.index.exact import METRICS, Metric
+from semsearch.featureset import POOLINGS, FeatureSet
+from semsearch.index.metric import METRICS, Metric
+from semsearch.models.onnx_file import onnx_input
 from semsearch.models.registry import ModelRegistry
-from semsearch.pooling import POOLINGS
-from semsearch.search import ImageQuery, KnownImageQuery, ScoredImage
+from semsearch.query.collection import (
+    Collection,
+    CollectionSummary,
+    collection_feature_sets,
+    collection_images,
+    default_feature_set,
+    get_collection,
+    list_collections,
+    resolve_feature_set,
+    search_collection,
+    summarize,
+)
+from semsearch.query.hits import SearchResult, relabeled
+from semsearch.query.service import ImageQuery, KnownImageQuery
 from semsearch.session import Session
 from semsearch.store import ImageRecord
 from semsearch.web.fetch import FetchError, FetchPolicy, fetch
@@ -189,7 +188,7 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
             served_model(FeatureSet.parse(name).base.model)
         return name
 
-    def search_bytes(c: Collection, data: bytes, **options: Any) -> CollectionSearch:
+    def search_bytes(c: Collection, data: bytes, **options: Any) -> SearchResult:
         check_query_size(data)
         with decoding:
             return search_collection(sess, c, ImageQuery(data=data), **options)
@@ -226,7 +225,7 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
             if model not in depths:
                 try:
                     depths[model] = {info.name: i for i, info in enumerate(
-                        table(sess.registry, model, config.onnx_input()))}
+                        table(sess.registry, model, onnx_input(config)))}
                 except SemsearchError:
                     depths[model] = {}
             return depths[model].get(layer, -1)
@@ -307,7 +306,7 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
         from semsearch.models.summary import layers as table
 
         return [{**asdict(layer), "shape": list(layer.shape)}
-                for layer in table(sess.registry, served_model(name), config.onnx_input())]
+                for layer in table(sess.registry, served_model(name), onnx_input(config))]
 
     @app.get("/api/options", summary="Poolings, metrics and the defaults")
     def options() -> dict[str, Any]:
@@ -364,22 +363,19 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
              "through the classifier's class names)", dependencies=[Depends(same_site)])
     def search_by_text(cid: int, q: str = Query(..., max_length=1000),
                        k: int = Query(15, ge=1, le=MAX_K)) -> dict[str, Any]:
-        from semsearch.text import check_query
-        from semsearch.textsearch import index_text, search_text, text_feature_set
+        from semsearch.query.text_model import check_query
+        from semsearch.query.words import index_text, search_text
 
         check_query(q)
         c = collection(cid)
         index_text(sess, c.root, max_age=60)  # class probabilities of new images only
-        result = search_text(sess, q, k=k, root=c.root)
-        return {"query": result.query, "feature_set": f"{text_feature_set(sess)} (words)",
-                "metric": "cosine", "weighted_p15": None,
-                "embed_ms": round(result.embed_ms, 2), "search_ms": round(result.search_ms, 2),
-                "hits": _scored_json(c, result.hits, None)}
+        result = relabeled(search_text(sess, q, k=k, root=c.root), c.label, None)
+        return _search_json(replace(result, feature_set=f"{result.feature_set} (words)"))
 
     @app.get("/api/images/{image_id}/tags", summary="Words that describe an image",
              dependencies=[Depends(same_site)])
     def tags(image_id: int, k: int = Query(5, ge=1, le=50)) -> list[dict[str, Any]]:
-        from semsearch.textsearch import image_tags, index_text
+        from semsearch.query.words import image_tags, index_text
 
         sess.store.image(image_id)  # a 404 for an unknown id
         try:
@@ -581,43 +577,32 @@ def _collection_json(summary: CollectionSummary) -> dict[str, Any]:
             "labels": summary.labels, "labeled": summary.labeled}
 
 
-def _search_json(result: CollectionSearch) -> dict[str, Any]:
+def _search_json(result: SearchResult) -> dict[str, Any]:
     return {
         "query": result.query, "query_label": result.query_label,
         "feature_set": result.feature_set, "metric": result.metric,
         "weighted_p15": result.weighted_p15,
         "embed_ms": round(result.embed_ms, 2), "search_ms": round(result.search_ms, 2),
-        "hits": [{"rank": h.hit.rank, "id": h.hit.image_id, "label": h.label,
-                  "name": Path(h.hit.path).name, "distance": h.hit.distance,
-                  "similarity": round(h.similarity, 2), "score": h.hit.score,
+        "hits": [{"rank": h.rank, "id": h.image_id, "label": h.label,
+                  "name": Path(h.path).name, "distance": h.distance,
+                  "similarity": round(h.similarity, 2), "score": h.score,
                   "same_class": h.same_class}
                  for h in result.hits],
     }
 
 
-def _scored_json(c: Collection, hits: Sequence[ScoredImage],
-                 query_label: str | None) -> list[dict[str, Any]]:
-    """Gives hits scored by cosine similarity in the shape the page shows."""
-    return [{"rank": h.rank, "id": h.image.id, "label": c.label(h.image.path) or "",
-             "name": Path(h.image.path).name, "distance": 1 - h.score,
-             "similarity": round(100 * max(h.score, 0), 2), "score": h.score,
-             "same_class": (c.label(h.image.path) == query_label) if query_label else None}
-            for h in hits]
-
-
 def _focused_json(sess: Session, c: Collection, image_id: int, feature_set: str | None,
                   focus: str, k: int) -> dict[str, Any]:
-    from semsearch.focus import focused_search
+    from semsearch.query.collection import labeled
+    from semsearch.query.focus import focused_search
 
     record = resolve_feature_set(sess, c, feature_set)
-    result = focused_search(sess, KnownImageQuery(image_id), record, focus, k=k,
-                            within=c.root)
-    label = c.label(sess.store.image(image_id).path)
-    return {"query": result.query, "query_label": label,
-            "feature_set": f"{result.feature_set}, focus on {result.focus.name}",
-            "metric": "cosine", "weighted_p15": None, "embed_ms": 0.0,
-            "search_ms": round(result.seconds * 1000, 2),
-            "hits": _scored_json(c, result.hits, label)}
+    query = KnownImageQuery(image_id)
+    result = labeled(sess, c, focused_search(sess, query, record, focus, k=k, within=c.root),
+                     query)
+    focus_name = result.focus.name if result.focus else focus
+    return _search_json(replace(result, feature_set=f"{result.feature_set}, focus on "
+                                f"{focus_name}"))
 
 
 def _tokens_of(request: Request) -> list[str]:

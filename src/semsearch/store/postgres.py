@@ -151,6 +151,8 @@ class _Connection:
 class PostgresStore(Store):
     """The catalogue in a PostgreSQL database with the pgvector extension."""
 
+    searches_vectors = True
+
     def __init__(self, conn: Any, url: str, index_root: Path) -> None:
         self._pg = _Connection(conn)
         self.url = url

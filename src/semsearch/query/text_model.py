@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from semsearch.atomic import write_bytes_atomically
 from semsearch.errors import QueryError
-from semsearch.expansion import l2_normalize
+from semsearch.vectors import l2_normalize
 
 Vectors = npt.NDArray[np.float32]
 

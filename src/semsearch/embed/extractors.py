@@ -13,12 +13,12 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from semsearch.expansion import concatenate, project
+from semsearch.embed.pooling import pool, pooled_dim
 from semsearch.featureset import FeatureSet
 from semsearch.images import OpenedImage, open_image
 from semsearch.models.registry import ModelSpec, input_key
 from semsearch.models.runtime import Backbone
-from semsearch.pooling import pool, pooled_dim
+from semsearch.vectors import concatenate, project
 
 
 class Embedder(Protocol):

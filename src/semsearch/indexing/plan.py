@@ -1,34 +1,30 @@
-"""Bringing the catalogue up to date with a folder: files -> decoded batches -> vectors ->
-store.
+"""The plan of an indexing run: bringing the catalogue up to date with a folder, files ->
+decoded batches -> vectors -> store, whichever engine decodes and embeds.
 
-Decoding runs ahead of the model on a thread pool (PIL and ONNX Runtime release the GIL);
-each batch is written in one store transaction, so an interrupted run resumes where it
+Each batch is written in one store transaction, so an interrupted run resumes where it
 stopped. Unchanged files are skipped by (path, size, mtime); moved or touched files are
 recognised by content hash and re-pointed without being embedded again.
 
 `IndexRun` holds what does not depend on where decoding and embedding happen (the plan
 against the catalogue, the decisions content hashes allow, the writes and the report);
-`index_folder` runs it on local threads, `semsearch.distributed` as a Ray Data job."""
+`indexing.local.index_folder` runs it on local threads, `indexing.ray_run` as a Ray
+Data job."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from semsearch.config import cores_or
+from semsearch.embed.extractors import Embedder
 from semsearch.errors import BadImageError
-from semsearch.features import Embedder
-from semsearch.images import ImageFile, Scan, check_name, file_byte_cap, read_bytes, scan_images
+from semsearch.images import ImageFile, Scan, check_name, scan_images
 from semsearch.store import ImageRecord, Move, NewImage, Store
 
 log = logging.getLogger(__name__)
@@ -63,7 +59,7 @@ class IndexReport:
 
 
 @dataclass(frozen=True)
-class _Undecodable:
+class Undecodable:
     """A file that was read but cannot be decoded. If it used to hold other content, that
     content's stored image (`stale_id`) is gone and must be removed."""
 
@@ -85,7 +81,7 @@ class Content:
 
 
 @dataclass(frozen=True)
-class _Decoded(Content):
+class Decoded(Content):
     pixels: Any  # the extractor's decoded input: an array, or one per model of a composite
 
 
@@ -252,90 +248,3 @@ class IndexRun:
             self.store.add_collection(self.root)
         self.report.seconds = time.perf_counter() - self.started
         return self.report
-
-
-def _prepare(
-    extractor: Embedder, run: IndexRun, f: ImageFile, rec: ImageRecord | None
-) -> _Decoded | Move | _Undecodable:
-    check_name(f.path)
-    data = read_bytes(f.path, file_byte_cap(extractor.max_pixels))
-    sha = hashlib.sha256(data).hexdigest()
-    size = len(data)
-    route = run.route(f, rec, sha, size)
-    if isinstance(route, Move):
-        return route
-    try:
-        pixels, (width, height) = extractor.decode(data, name=f.path)
-    except BadImageError as exc:
-        stale = rec.id if rec is not None and rec.sha256 != sha else None
-        return _Undecodable(exc.path, exc.reason, stale)
-    return _Decoded(ImageFile(f.path, size, f.mtime_ns), sha, width, height, route.replaces,
-                    rec is None, pixels)
-
-
-def index_folder(
-    store: Store,
-    extractor: Embedder,
-    root: str | os.PathLike[str],
-    *,
-    batch_size: int = 32,
-    workers: int = 0,
-    progress: Progress | None = None,
-) -> IndexReport:
-    """Brings the store's vectors for root (a folder or one file) up to date with the disk,
-    for every feature set the extractor gives, and gives a report. Bad files are skipped and
-    listed; they never stop the run."""
-    run = IndexRun(store, extractor, root)
-    decoded: list[_Decoded] = []
-    moves: list[Move] = []
-    done = 0
-
-    def flush() -> None:
-        nonlocal decoded, moves
-        sets = extractor.embed_sets([d.pixels for d in decoded]) if decoded else []
-        run.write(decoded, sets, moves)
-        decoded, moves = [], []
-
-    n_workers = cores_or(workers)
-    total = len(run.todo)
-    if progress:
-        progress(0, total)
-    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="decode") as pool_:
-        pending: deque[tuple[ImageFile, Future[_Decoded | Move | _Undecodable]]] = deque()
-        todo = iter(run.todo)
-        ahead = 2 * batch_size + n_workers
-
-        def submit_more() -> None:
-            while len(pending) < ahead:
-                item = next(todo, None)
-                if item is None:
-                    return
-                pending.append((item[0], pool_.submit(_prepare, extractor, run, *item)))
-
-        submit_more()
-        while pending:
-            f, future = pending.popleft()
-            submit_more()
-            try:
-                result = future.result()
-            except BadImageError as exc:
-                run.skip(exc.path, exc.reason)
-                log.warning("skipping %s: %s", exc.path, exc.reason)
-            else:
-                if isinstance(result, Move):
-                    moves.append(result)
-                elif isinstance(result, _Undecodable):
-                    run.skip(result.path, result.reason, result.stale_id)
-                else:
-                    decoded.append(result)
-            done += 1
-            if len(decoded) >= batch_size or len(moves) >= 4 * batch_size:
-                flush()
-                if progress:
-                    progress(done, total)
-        if decoded or moves:
-            flush()
-    report = run.finish()
-    if progress:
-        progress(total, total)
-    return report

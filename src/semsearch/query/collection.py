@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from semsearch.errors import NotIndexedError
-from semsearch.evaluate import WEIGHTED_DEPTH, weighted_precision_at_15
 from semsearch.featureset import FeatureSet
 from semsearch.images import folder_class
-from semsearch.search import Hit, KnownImageQuery, Query
-from semsearch.session import Session
+from semsearch.query.context import Context
+from semsearch.query.hits import SearchResult, relabeled
+from semsearch.query.service import KnownImageQuery, Query
+from semsearch.ranking import WEIGHTED_DEPTH, weighted_precision_at_15
 from semsearch.store import FeatureSetRecord, ImageRecord, Store
 
 
@@ -86,12 +87,12 @@ def collection_feature_sets(store: Store, collection: Collection) -> list[Collec
             if counts.get(record.id)]
 
 
-def default_feature_set(session: Session, collection: Collection) -> FeatureSetRecord:
+def default_feature_set(session: Context, collection: Collection) -> FeatureSetRecord:
     """Gives the feature set a view of the collection starts on: the configured default if
     the collection has its vectors, else the one with the most of them."""
-    default = session.feature_set()
+    default = session.models.feature_set()
     try:
-        record = session.store.feature_set(default, session.input_key(default))
+        record = session.store.feature_set(default, session.models.input_key(default))
     except NotIndexedError:
         record = None
     if record is not None and session.store.has_vectors_under(record.id, collection.root):
@@ -103,63 +104,46 @@ def default_feature_set(session: Session, collection: Collection) -> FeatureSetR
     return max(sets, key=lambda item: item.vectors).record
 
 
-def resolve_feature_set(session: Session, collection: Collection,
+def resolve_feature_set(session: Context, collection: Collection,
                         name: str | None) -> FeatureSetRecord:
     """Gives the stored feature set named (`model@layer/pool[:adapter]`), or the
     collection's default one when no name is given."""
     if not name:
         return default_feature_set(session, collection)
     fs = FeatureSet.parse(name)
-    return session.store.feature_set(fs, session.input_key(fs))
+    return session.store.feature_set(fs, session.models.input_key(fs))
 
 
-@dataclass(frozen=True)
-class CollectionHit:
-    hit: Hit
-    same_class: bool | None  # None when the collection has no classes or the query no label
-    similarity: float  # percent: cosine similarity for cosine, else the calibrated score
-    label: str  # the hit's class in the collection ("" when in no class folder)
-
-
-@dataclass(frozen=True)
-class CollectionSearch:
-    query: str
-    query_label: str | None
-    feature_set: str
-    metric: str
-    hits: list[CollectionHit]
-    weighted_p15: float | None  # the original's score of this one query, when labels exist
-    embed_ms: float
-    search_ms: float
-
-
-def search_collection(session: Session, collection: Collection, query: Query, *,
+def search_collection(session: Context, collection: Collection, query: Query, *,
                       feature_set: str | None = None, metric: str | None = None,
-                      k: int = 15) -> CollectionSearch:
-    """Gives the query's nearest images within the collection, each marked same-class or
-    not, with the query's weighted precision at 15, when the query is one of its images in a
-    class folder."""
+                      k: int = 15) -> SearchResult:
+    """Gives the query's nearest images within the collection, each labeled with its class
+    and marked same-class or not, with the query's weighted precision at 15 when the query
+    is one of its images in a class folder."""
     record = resolve_feature_set(session, collection, feature_set)
     if not session.store.has_vectors_under(record.id, collection.root):
         raise NotIndexedError(f"collection {collection.name} has no {record.name} vectors; "
                               f"index it with that feature set first")
-    chosen = session.metric(metric)
     result = session.search_service().search(
-        query, feature_set=record, metric=chosen, k=max(k, WEIGHTED_DEPTH),
+        query, feature_set=record, metric=session.metric(metric), k=max(k, WEIGHTED_DEPTH),
         expand_k=session.config.expand_k, within=collection.root)
-    label = None
-    if isinstance(query, KnownImageQuery):
-        label = collection.label(session.store.image(query.image_id).path)
-    relevant = ([collection.label(hit.path) == label for hit in result.hits]
-                if label is not None else None)
+    label = query_label(session.store, collection, query)
     weighted = None
-    if relevant is not None:
+    if label is not None:
+        relevant = [collection.label(hit.path) == label for hit in result.hits]
         weighted = float(weighted_precision_at_15(np.array([relevant[:WEIGHTED_DEPTH]]))[0])
-    # Cosine similarity reads naturally as a percentage; the calibrated score would put
-    # every near-duplicate at 100%.
-    hits = [CollectionHit(hit, relevant[i] if relevant is not None else None,
-                          100 * max(0.0, 1 - hit.distance) if chosen.name == "cosine"
-                          else 100 * hit.score, collection.label(hit.path) or "")
-            for i, hit in enumerate(result.hits[:k])]
-    return CollectionSearch(result.query, label, result.feature_set, result.metric, hits,
-                            weighted, result.embed_ms, result.search_ms)
+    return replace(relabeled(result, collection.label, label, k), weighted_p15=weighted)
+
+
+def query_label(store: Store, collection: Collection, query: Query) -> str | None:
+    """Gives the query's class in the collection when it is one of its indexed images."""
+    if isinstance(query, KnownImageQuery):
+        return collection.label(store.image(query.image_id).path)
+    return None
+
+
+def labeled(session: Context, collection: Collection, result: SearchResult,
+            query: Query) -> SearchResult:
+    """Gives a result of a search by words or a focus class with its hits labeled by
+    their classes in the collection (and the query's, for an indexed image)."""
+    return relabeled(result, collection.label, query_label(session.store, collection, query))

@@ -11,43 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from semsearch.errors import FeatureSetError
-
-POOLINGS = ("avg", "max", "gem", "flat")
-GEM_DEFAULT_P = 3.0
-GEM_MAX_P = 16.0
-GEM_EPS = 1e-6
-
-
-def gem_exponent(method: str) -> float | None:
-    """Gives the exponent of a gem pooling name (`gem` -> 3.0, `gem4` -> 4.0), None for the
-    other poolings, or raises FeatureSetError."""
-    if not method.startswith("gem"):
-        return None
-    digits = method[3:]
-    if not digits:
-        return GEM_DEFAULT_P
-    try:
-        p = float(digits)
-    except ValueError:
-        p = float("nan")
-    if not (1.0 <= p <= GEM_MAX_P) or not digits[0].isdigit():
-        raise FeatureSetError(
-            f"pooling {method!r}: gem takes an exponent from 1 to {GEM_MAX_P:g}, e.g. gem4"
-        )
-    return p
-
-
-def check_pooling(method: str) -> str:
-    """Gives the canonical pooling name (`gem3` -> `gem`), or raises FeatureSetError."""
-    p = gem_exponent(method)
-    if p is not None:
-        return "gem" if p == GEM_DEFAULT_P else f"gem{p:g}"
-    if method not in POOLINGS:
-        raise FeatureSetError(
-            f"unknown pooling {method!r}; choose one of {', '.join(POOLINGS)} (gem takes an "
-            "exponent: gem4)"
-        )
-    return method
+from semsearch.featureset import GEM_EPS, check_pooling, gem_exponent
 
 
 def pooled_dim(shape: tuple[int, ...], method: str, flat_max_dims: int) -> int:

@@ -8,30 +8,24 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from semsearch.errors import FeatureSetError, QueryError
-from semsearch.expansion import l2_normalize
-from semsearch.search import ImageQuery, KnownImageQuery, Query, ScoredImage, best_existing
-from semsearch.session import Session
+from semsearch.query.context import Context
+from semsearch.query.hits import FocusClass, SearchResult, best_existing
+from semsearch.query.service import Query
 from semsearch.store import FeatureSetRecord
+from semsearch.vectors import l2_normalize
 
 Vectors = npt.NDArray[np.float32]
 
 
-@dataclass(frozen=True)
-class FocusClass:
-    index: int
-    name: str
-
-
-def resolve_class(session: Session, words: str) -> FocusClass:
+def resolve_class(session: Context, words: str) -> FocusClass:
     """Gives the ImageNet class the words name: a class name or synonym exactly, else the
     class whose embedding is nearest the words'."""
-    from semsearch.text import check_query, class_names
+    from semsearch.query.text_model import check_query, class_names
 
     text = check_query(words).lower()
     names = class_names()
@@ -43,18 +37,18 @@ def resolve_class(session: Session, words: str) -> FocusClass:
     return FocusClass(index, names[index][0])
 
 
-def channel_weights(session: Session, record: FeatureSetRecord, class_index: int) -> Vectors:
+def channel_weights(session: Context, record: FeatureSetRecord, class_index: int) -> Vectors:
     """Gives a weight per dimension of the feature set: each model's classifier weights for
     the class, negative ones set to 0. The feature set must be the classifiers' input layer
     (pooled any way)."""
     parts = []
     for model in record.feature_set.model.split("+"):
-        spec = session.spec(model)
+        spec = session.models.spec(model)
         if spec.classifier is None or record.feature_set.layer != spec.default_layer:
             raise FeatureSetError(
                 f"focus re-weights the classifier's input channels: it needs a feature set at "
                 f"{spec.default_layer} of a model with a classifier, not {record.name}")
-        net, _ = session.network(model)
+        net, _ = session.models.network(model)
         weights = dict(net.named_modules())[spec.classifier].weight.detach().numpy()
         if not 0 <= class_index < len(weights):
             raise QueryError(f"{model} has {len(weights)} classes; no class {class_index}")
@@ -66,40 +60,17 @@ def channel_weights(session: Session, record: FeatureSetRecord, class_index: int
     return joined
 
 
-FocusHit = ScoredImage  # score: cosine of the re-weighted vectors
-
-
-@dataclass(frozen=True)
-class FocusResult:
-    query: str
-    focus: FocusClass
-    feature_set: str
-    hits: list[FocusHit]
-    seconds: float
-
-
-def focused_search(session: Session, query: Query, record: FeatureSetRecord, focus: str,
-                   *, k: int = 10, within: str = os.sep) -> FocusResult:
+def focused_search(session: Context, query: Query, record: FeatureSetRecord, focus: str,
+                   *, k: int = 10, within: str = os.sep) -> SearchResult:
     """Gives the k images most similar to the query with respect to the class the words
-    `focus` name."""
+    `focus` name (scored by the cosine of the re-weighted vectors)."""
     started = time.perf_counter()
     target = resolve_class(session, focus)
     weights = channel_weights(session, record, target.index)
-    exclude = None
-    if isinstance(query, KnownImageQuery):
-        vector = session.store.vector(record.id, query.image_id)
-        exclude = query.image_id
-        if vector is None:
-            raise QueryError(f"image {query.image_id} has no {record.name} vector")
-    elif isinstance(query, ImageQuery):
-        source = query.path if query.path is not None else query.data
-        if source is None:
-            raise QueryError("an image query needs a path or image bytes")
-        vector = session.extractor(record.feature_set).embed_image(source, query.describe())
-        exclude = query.exclude
+    vector, exclude = session.search_service().query_vector(query, record)
     ids, gallery = session.store.vectors_under(record.id, within)
     q = l2_normalize((vector * weights)[None, :])[0]
     scores = l2_normalize(gallery * weights) @ q
     hits = best_existing(session.store, ids, scores, k, exclude)
-    return FocusResult(query.describe(), target, record.name, hits,
-                       time.perf_counter() - started)
+    return SearchResult(query.describe(), record.name, "cosine", hits, 0.0,
+                        (time.perf_counter() - started) * 1000, focus=target)

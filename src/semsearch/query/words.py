@@ -1,6 +1,6 @@
 """Text queries and tags over the catalogue: the images' class probabilities (the `probs`
 layer of the configured model, kept as a feature set) turned into text-space vectors
-(semsearch.text) and matched with a query in words."""
+(semsearch.query.text_model) and matched with a query in words."""
 
 from __future__ import annotations
 
@@ -8,19 +8,26 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from semsearch.errors import FeatureSetError, NotIndexedError
 from semsearch.featureset import FeatureSet
-from semsearch.indexing import Progress, index_folder
+from semsearch.indexing.local import index_folder
+from semsearch.indexing.plan import Progress
 from semsearch.models.network import PROBS
-from semsearch.search import ScoredImage, best_existing
-from semsearch.session import Session
+from semsearch.query.context import Context
+from semsearch.query.hits import SearchResult, best_existing
+from semsearch.query.text_model import (
+    Tag,
+    check_query,
+    class_names,
+    class_probabilities,
+    conse,
+    tags_for,
+)
 from semsearch.store import FeatureSetRecord
-from semsearch.text import Tag, check_query, class_names, class_probabilities, conse, tags_for
 
 # Text vectors by (catalogue, feature set, input key, version, folder): kept for the few last
 # used, and never shared between catalogues whose feature sets happen to have the same id.
@@ -30,12 +37,12 @@ _cache_lock = threading.Lock()
 _CACHE_KEPT = 8
 
 
-def text_feature_set(session: Session) -> FeatureSet:
+def text_feature_set(session: Context) -> FeatureSet:
     """Gives the feature set whose vectors text search reads: the configured model's (or
     composite's) class probabilities."""
-    model = session.plain_feature_set().model
+    model = session.models.plain_feature_set().model
     for part in model.split("+"):
-        spec = session.spec(part)
+        spec = session.models.spec(part)
         if spec.classifier is None or spec.class_names is None:
             raise FeatureSetError(f"search by words reads an ImageNet classifier, which {part} "
                                   "does not have; use --model lite0, lite1 or lite2")
@@ -47,7 +54,7 @@ _folder_locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
 
 
-def index_text(session: Session, root: str, progress: Progress | None = None,
+def index_text(session: Context, root: str, progress: Progress | None = None,
                max_age: float = 0.0) -> int:
     """Brings the class probabilities of the images under root up to date (embedding only
     what is new); gives how many were embedded. With max_age, a folder brought up to date
@@ -60,7 +67,7 @@ def index_text(session: Session, root: str, progress: Progress | None = None,
     with lock:  # one scan of a folder at a time, so no image is embedded twice
         if max_age and time.monotonic() - _indexed_at.get(key, -1e9) < max_age:
             return 0
-        extractor = session.extractor(text_feature_set(session))
+        extractor = session.models.extractor(text_feature_set(session))
         report = index_folder(session.store, extractor, root,
                               batch_size=session.config.batch_size,
                               workers=session.config.workers, progress=progress)
@@ -69,17 +76,17 @@ def index_text(session: Session, root: str, progress: Progress | None = None,
         return report.embedded
 
 
-def _record(session: Session) -> FeatureSetRecord:
+def _record(session: Context) -> FeatureSetRecord:
     fs = text_feature_set(session)
     try:
-        return session.store.feature_set(fs, session.input_key(fs))
+        return session.store.feature_set(fs, session.models.input_key(fs))
     except NotIndexedError:
         raise NotIndexedError(
             f"nothing is indexed for search by words with {fs.model} yet ({fs}); run "
             f"`semsearch index FOLDER --text --model {fs.model}`") from None
 
 
-def text_vectors(session: Session, root: str = os.sep
+def text_vectors(session: Context, root: str = os.sep
                  ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Gives (image ids, text-space vectors) of the images under root, cached until their
     class probabilities change."""
@@ -98,18 +105,7 @@ def text_vectors(session: Session, root: str = os.sep
     return ids, vectors
 
 
-TextHit = ScoredImage  # score: cosine of the query and the image's text vector
-
-
-@dataclass(frozen=True)
-class TextResult:
-    query: str
-    hits: list[TextHit]
-    embed_ms: float
-    search_ms: float
-
-
-def words_adapter(session: Session, name: str | None) -> str | None:
+def words_adapter(session: Context, name: str | None) -> str | None:
     """Gives the adapter's name if it was trained for words (`adapt --text`), else None."""
     if not name:
         return None
@@ -119,7 +115,7 @@ def words_adapter(session: Session, name: str | None) -> str | None:
         return None
 
 
-def adapted_text_vectors(session: Session, adapter: str, root: str = os.sep
+def adapted_text_vectors(session: Context, adapter: str, root: str = os.sep
                          ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Gives (image ids, vectors) of the images under root in a text adapter's space
     (`semsearch adapt --text`): its projection of their features."""
@@ -128,12 +124,12 @@ def adapted_text_vectors(session: Session, adapter: str, root: str = os.sep
         raise FeatureSetError(f"adapter {adapter} was not trained for words; train one with "
                               "`semsearch adapt FOLDER --name NAME --text`")
     fs = record.base.adapted(adapter)
-    stored = session.store.feature_set(fs, session.input_key(fs))
+    stored = session.store.feature_set(fs, session.models.input_key(fs))
     return session.store.vectors_under(stored.id, root)
 
 
-def search_text(session: Session, query: str, *, k: int = 10, root: str = os.sep,
-                adapter: str | None = None) -> TextResult:
+def search_text(session: Context, query: str, *, k: int = 10, root: str = os.sep,
+                adapter: str | None = None) -> SearchResult:
     """Gives the k images under root whose text vectors are nearest the words: zero-shot,
     or in a text adapter's space."""
     text = check_query(query)
@@ -145,10 +141,12 @@ def search_text(session: Session, query: str, *, k: int = 10, root: str = os.sep
                     else text_vectors(session, root))
     hits = best_existing(session.store, ids, vectors @ q, k)
     done = time.perf_counter()
-    return TextResult(text, hits, (embedded - started) * 1000, (done - embedded) * 1000)
+    source = f"adapter {adapter}" if adapter else str(text_feature_set(session))
+    return SearchResult(text, source, "cosine", hits, (embedded - started) * 1000,
+                        (done - embedded) * 1000)
 
 
-def image_tags(session: Session, image_id: int, k: int = 5) -> list[Tag]:
+def image_tags(session: Context, image_id: int, k: int = 5) -> list[Tag]:
     """Gives the k words nearest an indexed image's text vector."""
     record = _record(session)
     vector = session.store.vector(record.id, image_id)

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from semsearch.embed.extractors import Extractor
 from semsearch.errors import NotIndexedError, QueryError
-from semsearch.features import Extractor
 from semsearch.images import printable
 from semsearch.index.catalog import IndexCatalog, LoadedIndex
-from semsearch.index.exact import ExactIndex, Metric
+from semsearch.index.metric import Metric
+from semsearch.index.protocol import VectorIndex
+from semsearch.query.hits import Hit, SearchResult, similarity_percent
 from semsearch.store import FeatureSetRecord, ImageRecord, Store
 
 
@@ -47,54 +49,6 @@ class KnownImageQuery:
 Query = ImageQuery | KnownImageQuery
 
 
-@dataclass(frozen=True)
-class Hit:
-    rank: int
-    image_id: int
-    path: str
-    label: str
-    distance: float
-    score: float
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    query: str
-    feature_set: str
-    metric: str
-    hits: list[Hit]
-    embed_ms: float
-    search_ms: float
-
-
-@dataclass(frozen=True)
-class ScoredImage:
-    """A ranked hit with its image record and a similarity (larger is closer)."""
-
-    rank: int
-    image: ImageRecord
-    score: float
-
-
-def best_existing(store: Store, ids: npt.NDArray[np.int64], scores: npt.NDArray[np.floating],
-                  k: int, exclude: int | None = None) -> list[ScoredImage]:
-    """Gives the k highest-scoring images whose files still exist, leaving out `exclude`;
-    records are read a chunk at a time, so deleted files only cost a little more."""
-    order = np.argsort(-scores, kind="stable")
-    hits: list[ScoredImage] = []
-    for start in range(0, len(order), 4 * k + 1):
-        chunk = order[start:start + 4 * k + 1]
-        images = store.images(ids[chunk])
-        for i in chunk:
-            image = images.get(int(ids[i]))
-            if image is None or image.id == exclude or not os.path.isfile(image.path):
-                continue
-            hits.append(ScoredImage(len(hits) + 1, image, float(scores[i])))
-            if len(hits) == k:
-                return hits
-    return hits
-
-
 # A folder of at most this many images, under half of its index, is searched on its own.
 WITHIN_MAX = 50_000
 
@@ -116,8 +70,8 @@ class SearchService:
                             tuple[FeatureSetRecord, LoadedIndex]] = {}
         self._lock = threading.Lock()
         # Exact indexes of one folder's images, by (index, folder); see _within.
-        self._subsets: dict[tuple[int, str], tuple[weakref.ref[ExactIndex],
-                                                   npt.NDArray[np.int64], ExactIndex]] = {}
+        self._subsets: dict[tuple[int, str], tuple[weakref.ref[VectorIndex],
+                                                   npt.NDArray[np.int64], VectorIndex]] = {}
 
     def resolve(self, text: str) -> Query:
         """Gives the query that text names: an existing file (indexed or not), `id:N`, or a
@@ -185,7 +139,8 @@ class SearchService:
         keep, images = self._nearest(loaded, vector, k, exclude, within)
         score = loaded.calibration.scores(np.array([d for d, _ in keep]))
         hits = [
-            Hit(rank, image_id, images[image_id].path, images[image_id].label, d, float(s))
+            Hit(rank, images[image_id], d, float(s), similarity_percent(metric.name, d, float(s)),
+                images[image_id].label)
             for rank, ((d, image_id), s) in enumerate(zip(keep, score, strict=True), start=1)
         ]
         total_ms = (time.perf_counter() - started) * 1000
@@ -199,18 +154,12 @@ class SearchService:
             search_ms=total_ms - embed_ms,
         )
 
-    def _query_vector(
-        self, query: Query, feature_set: FeatureSetRecord, loaded: LoadedIndex
-    ) -> tuple[npt.NDArray[np.float32], int | None]:
-        """Gives the vector to search with, and the indexed image to leave out. An indexed
-        image with DBA on uses its augmented vector; anything else is embedded (or read from
-        the store) and expanded to match the index."""
+    def query_vector(self, query: Query, feature_set: FeatureSetRecord
+                     ) -> tuple[npt.NDArray[np.float32], int | None]:
+        """Gives the query's vector in the feature set, as the gallery was embedded (an
+        indexed image's stored vector, else embedded), and the indexed image to leave out
+        of its results."""
         if isinstance(query, KnownImageQuery):
-            if loaded.expand_k:
-                try:
-                    return loaded.known_vector(query.image_id), query.image_id
-                except KeyError:  # not in this index (added or removed since it was built)
-                    pass
             vector = self.store.vector(feature_set.id, query.image_id)
             if vector is None:
                 image = self.store.image(query.image_id)
@@ -220,20 +169,34 @@ class SearchService:
                         f"{image.path} is gone; index it with that feature set first"
                     )
                 vector = self._extractor_for(feature_set).embed_image(image.path)
-            return loaded.expand(vector), query.image_id
+            return vector, query.image_id
         source = query.path if query.path is not None else query.data
         if source is None:
             raise QueryError("an image query needs a path or image bytes")
         vector = self._extractor_for(feature_set).embed_image(source, name=query.describe())
-        return loaded.expand(vector), query.exclude
+        return vector, query.exclude
 
-    def _within(self, index: object, folder: str) -> ExactIndex | None:
+    def _query_vector(
+        self, query: Query, feature_set: FeatureSetRecord, loaded: LoadedIndex
+    ) -> tuple[npt.NDArray[np.float32], int | None]:
+        """Gives the vector to search the index with, and the indexed image to leave out:
+        an indexed image with DBA on uses its augmented vector; any other is expanded to
+        match the index."""
+        if isinstance(query, KnownImageQuery) and loaded.expand_k:
+            try:
+                return loaded.known_vector(query.image_id), query.image_id
+            except KeyError:  # not in this index (added or removed since it was built)
+                pass
+        vector, exclude = self.query_vector(query, feature_set)
+        return loaded.expand(vector), exclude
+
+    def _within(self, index: VectorIndex, folder: str) -> VectorIndex | None:
         """Gives an exact index of just the folder's images when they are a small part of a
         larger exact index (another collection shares the feature set), so a search of the
         folder needs no widening over the others; None otherwise. Kept while the folder holds
         the same images."""
-        if not isinstance(index, ExactIndex):
-            return None
+        if not index.exact:
+            return None  # it cannot make one (see VectorIndex.subset)
         ids = self.store.ids_under(folder)
         if len(ids) > WITHIN_MAX or 2 * len(ids) >= len(index):
             return None
@@ -244,6 +207,8 @@ class SearchService:
         if cached is not None and cached[0]() is index and np.array_equal(cached[1], ids):
             return cached[2]
         sub = index.subset(ids)
+        if sub is None:
+            return None
         with self._lock:
             if len(self._subsets) >= 16:  # indexes replaced since, or many folders
                 self._subsets.pop(next(iter(self._subsets)))
@@ -260,7 +225,7 @@ class SearchService:
         prefix = within.rstrip(os.sep) + os.sep if within else ""
         index = (self._within(loaded.index, within) if within else None) or loaded.index
         total = len(index)
-        if not isinstance(index, ExactIndex):
+        if not index.exact:
             # An approximate index asked for a large share of the collection would search
             # all of it (an HNSW graph walk that wide takes seconds): stop at a few thousand.
             total = min(total, max(2000, 50 * k))
@@ -276,3 +241,4 @@ class SearchService:
             if len(keep) == k or want >= total:
                 return keep, images
             want = min(total, want * 4)
+

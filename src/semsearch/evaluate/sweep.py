@@ -15,16 +15,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from semsearch.embed.extractors import LayerSweep
 from semsearch.errors import EvaluationError
-from semsearch.evaluate import Scores, evaluate
-from semsearch.features import LayerSweep
-from semsearch.featureset import FeatureSet
+from semsearch.featureset import FeatureSet, check_pooling
 from semsearch.images import folder_class, scan_images
-from semsearch.indexing import IndexReport, Progress, index_folder
+from semsearch.indexing.local import index_folder
+from semsearch.indexing.plan import IndexReport, Progress
+from semsearch.models.backbone import load_backbone
 from semsearch.models.network import LayerInfo, find_layer
-from semsearch.models.runtime import load_backbone
-from semsearch.pooling import check_pooling
-from semsearch.session import Session
+from semsearch.models.onnx_file import onnx_input
+from semsearch.query.context import Context
+from semsearch.ranking import Scores, evaluate
 from semsearch.store import SweepRecord, SweepRow
 
 AUTO = "auto"
@@ -136,7 +137,7 @@ def labeled_files(root: str) -> tuple[str, dict[str, str]]:
 
 
 def run_sweep(
-    session: Session,
+    session: Context,
     root: str,
     *,
     models: Sequence[str],
@@ -167,16 +168,16 @@ def run_sweep(
 
     plans: list[tuple[str, list[LayerInfo], list[str]]] = []
     for model in dict.fromkeys(models):
-        spec = session.spec(model)  # an unknown model fails here, before any work
-        table = layer_table(session.registry, model, session.config.onnx_input())
+        spec = session.models.spec(model)  # an unknown model fails here, before any work
+        table = layer_table(session.models.registry, model, onnx_input(session.config))
         plans.append((model, table, choose_layers(table, layers, model, spec.default_layer)))
 
     reports = []
     config = session.config
     for model, _, names in plans:
-        spec = session.spec(model)
+        spec = session.models.spec(model)
         backbone = load_backbone(spec, names, runtime=config.runtime,
-                                 cache_dir=session.cache_dir, threads=config.threads)
+                                 cache_dir=session.config.cache_path(), threads=config.threads)
         sweep = LayerSweep(spec, [FeatureSet(model, name, p) for name in names for p in pools],
                            backbone, flat_max_dims=config.flat_max_dims,
                            max_pixels=config.max_pixels)
@@ -190,7 +191,7 @@ def run_sweep(
     records = {}
     for model, _, name, p in jobs:
         fs = FeatureSet(model, name, p)
-        records[fs] = session.store.feature_set(fs, session.input_key(fs))
+        records[fs] = session.store.feature_set(fs, session.models.input_key(fs))
     images = session.store.images_under(root_path)
     labels_by_id = {r.id: labels_by_path[r.path] for r in images.values()
                     if r.path in labels_by_path}

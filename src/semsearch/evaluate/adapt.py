@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
+from semsearch.embed.extractors import adapted_input_key
 from semsearch.errors import (
     ConfigError,
     EvaluationError,
@@ -26,14 +27,14 @@ from semsearch.errors import (
     NotIndexedError,
     QueryError,
 )
-from semsearch.evaluate import Scores, evaluate, evaluate_relevance
-from semsearch.expansion import l2_normalize, project
-from semsearch.features import adapted_input_key
+from semsearch.evaluate.sweep import labeled_files
 from semsearch.featureset import FeatureSet, check_adapter_name
-from semsearch.indexing import IndexReport, Progress, index_folder
-from semsearch.session import Session
+from semsearch.indexing.local import index_folder
+from semsearch.indexing.plan import IndexReport, Progress
+from semsearch.query.context import Context
+from semsearch.ranking import Scores, evaluate, evaluate_relevance
 from semsearch.store import AdaptedVectors, AdapterRecord, weights_digest
-from semsearch.sweep import labeled_files
+from semsearch.vectors import l2_normalize, project
 
 Vectors = npt.NDArray[np.float32]
 
@@ -118,12 +119,12 @@ def train_projection(vectors: Vectors, classes: npt.NDArray[np.int64],
     return weights.detach().numpy().astype(np.float32), float(loss.detach())
 
 
-def _text_before_after(session: Session, root: str, ids: npt.NDArray[np.int64],
+def _text_before_after(session: Context, root: str, ids: npt.NDArray[np.int64],
                        adapted: Vectors, labels: list[str], names: npt.NDArray[np.str_],
                        targets: Vectors, k: int) -> tuple[Scores | None, Scores]:
     """Gives search by class names among the held-out images: zero-shot (ConSE, when the
     model has a classifier), and with the text adapter."""
-    from semsearch.textsearch import index_text, text_vectors
+    from semsearch.query.words import index_text, text_vectors
 
     present = sorted(set(labels))
     rows = [int(np.flatnonzero(names == label)[0]) for label in present]
@@ -205,7 +206,7 @@ def read_captions(csv_path: str, root: str) -> dict[str, str]:
     return captions
 
 
-def adapt(session: Session, root: str, name: str, *, heldout: float = 0.3,
+def adapt(session: Context, root: str, name: str, *, heldout: float = 0.3,
           settings: TrainSettings | None = None, text: bool = False,
           captions: dict[str, str] | None = None,
           progress: Progress | None = None) -> AdaptResult:
@@ -232,8 +233,8 @@ def adapt(session: Session, root: str, name: str, *, heldout: float = 0.3,
                                   f"images under {root_path}")
     else:
         root_path, labels_by_path = labeled_files(root)  # refused before any embedding
-    base = session.plain_feature_set()
-    extractor = session.extractor(base)
+    base = session.models.plain_feature_set()
+    extractor = session.models.extractor(base)
     config = session.config
     report = index_folder(session.store, extractor, root_path, batch_size=config.batch_size,
                           workers=config.workers, progress=progress)

@@ -13,7 +13,7 @@ from typing import Any
 
 from semsearch.atomic import write_bytes_atomically
 from semsearch.errors import ConfigError
-from semsearch.sweep import ConfigScore, SweepResult
+from semsearch.evaluate.sweep import ConfigScore, SweepResult
 
 _COLUMNS = ("rank", "model", "layer", "pooling", "metric", "depth", "weighted_p15",
             "precision_at_k", "recall_at_k", "map", "nn_accuracy", "queries")

@@ -20,24 +20,21 @@ from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from semsearch.config import Config
+from semsearch.embed.build import ExtractorSettings, build_extractor
+from semsearch.embed.extractors import Embedder, Extractor
 from semsearch.errors import BadImageError, ConfigError, SemsearchError
-from semsearch.features import AdaptedExtractor, CompositeExtractor, Embedder, FeatureExtractor
 from semsearch.featureset import FeatureSet
 from semsearch.images import ImageFile, check_name, file_byte_cap, read_bytes
-from semsearch.indexing import Content, IndexReport, IndexRun, Progress
+from semsearch.indexing.plan import Content, IndexReport, IndexRun, Progress
+from semsearch.indexing.workspace import Workspace
 from semsearch.models.registry import ModelSpec
-from semsearch.models.runtime import load_backbone
 from semsearch.store import ImageRecord, Move, Store
-
-if TYPE_CHECKING:
-    from semsearch.features import Extractor
-    from semsearch.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -68,40 +65,34 @@ class Recipe:
 
     def build(self) -> Embedder:
         """Gives the extractor, or raises ConfigError if it differs from the driver's."""
-        config = self.config
-        base = self.feature_set.base
-        parts = [
-            FeatureExtractor(
-                spec, FeatureSet(model, base.layer, base.pooling),
-                load_backbone(spec, [base.layer], runtime=config.runtime,
-                              cache_dir=config.cache_path(), threads=config.threads),
-                flat_max_dims=config.flat_max_dims, max_pixels=config.max_pixels)
-            for model, spec in zip(base.model.split("+"), self.specs, strict=True)
-        ]
-        extractor: Any = parts[0] if len(parts) == 1 else CompositeExtractor(base, parts)
-        if self.adapter_weights is not None:
-            extractor = AdaptedExtractor(self.feature_set, extractor, self.adapter_weights,
-                                         self.adapter_digest)
+        adapter = (_Adapter(self.feature_set.base, self.adapter_weights, self.adapter_digest)
+                   if self.adapter_weights is not None else None)
+        extractor = build_extractor(self.feature_set, self.specs,
+                                    ExtractorSettings.of(self.config), adapter)
         dims = tuple(dim for _, dim in extractor.outputs)
         if (extractor.preprocessing, dims) != (self.preprocessing, self.dims):
             raise ConfigError(
                 f"{self.feature_set} gives {extractor.preprocessing} "
                 f"{dims} here but {self.preprocessing} {self.dims} on the driver; install the "
                 "same semsearch and models on every node")
-        embedder: Embedder = extractor
-        return embedder
+        return extractor
 
 
-def recipe_for(session: Session, fs: FeatureSet, extractor: Embedder) -> Recipe:
-    """Gives the recipe of the session's extractor for fs. Workers use one inference
-    thread each unless the `threads` setting asks for more (one CPU per thread)."""
-    specs = tuple(session.spec(model) for model in fs.base.model.split("+"))
+class _Adapter(NamedTuple):
+    base: FeatureSet
+    weights: npt.NDArray[np.float32]
+    digest: str
+
+
+def recipe_for(work: Workspace, fs: FeatureSet, extractor: Embedder) -> Recipe:
+    """Gives the recipe of the workspace's extractor for fs. Workers use one inference thread
+    each unless the `threads` setting asks for more (one CPU per thread)."""
     weights, digest = None, ""
     if fs.adapter:
-        adapter = session.store.adapter(fs.adapter)
+        adapter = work.models.adapter(fs)
         weights, digest = adapter.weights, adapter.digest
-    config = replace(session.config, threads=session.config.threads or 1)
-    return Recipe(config, fs, specs, weights, digest, extractor.preprocessing,
+    config = replace(work.config, threads=work.config.threads or 1)
+    return Recipe(config, fs, work.models.specs(fs), weights, digest, extractor.preprocessing,
                   tuple(dim for _, dim in extractor.outputs))
 
 
@@ -354,15 +345,14 @@ def _embed_here(run: IndexRun, writer: _Writer, extractor: Embedder,
                            rec is None), [v[r] for v in vectors])
 
 
-def index_with_ray(session: Session, extractor: Extractor, path: str, *,
+def index_with_ray(work: Workspace, extractor: Extractor, path: str, *,
                    progress: Progress | None = None) -> IndexReport:
     """Brings the catalogue up to date with a folder like `index_folder`, with decoding and
     embedding as a Ray Data job on the cluster at the `ray_address` setting (else on a
-    local one). `Session.index` calls it for the `ray` engine."""
-    config = session.config
-    return index_folder_ray(session.store, extractor,
-                            recipe_for(session, extractor.feature_set, extractor), path,
-                            batch_size=config.batch_size, address=config.ray_address,
+    local one)."""
+    return index_folder_ray(work.store, extractor,
+                            recipe_for(work, extractor.feature_set, extractor), path,
+                            batch_size=work.config.batch_size, address=work.config.ray_address,
                             progress=progress)
 
 

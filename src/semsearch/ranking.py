@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from semsearch.index.exact import ExactIndex, Metric
+from semsearch.index.exact import ExactIndex
+from semsearch.index.metric import Metric
 
 WEIGHTED_DEPTH = 15
 # 15 + 14 + ... + 1: the weighted sum of a perfect top 15.

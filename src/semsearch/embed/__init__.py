@@ -1,0 +1,2 @@
+"""Images to vectors: extractors (single-model, composite, layer sweeps, adapted), the one
+way to build them, and pooling."""

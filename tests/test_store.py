@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.schema_v5 import SQLITE_MIGRATIONS as _MIGRATIONS
 
 from semsearch.errors import NotIndexedError, StoreError, StoreVersionError
 from semsearch.featureset import FeatureSet
-from semsearch.store import _MIGRATIONS, SCHEMA_VERSION, NewImage, Store, SweepRow
+from semsearch.store import SCHEMA_VERSION, NewImage, Store, SweepRow
 
 FS = FeatureSet("tiny", "head_act", "avg")
 

@@ -5,7 +5,9 @@ transaction, so a process killed at any moment leaves the last committed state.
 
 The package: `catalogue` (the Store: opening, migrating, images, feature sets, vectors),
 `saved` (comparison runs, adapters, collections and maps, a part of the Store), `records`
-(the typed records), `schema` (the migrations), `sql` (pieces both use)."""
+(the typed records), `schema` (the migrations, one list for SQLite and PostgreSQL), `ddl`
+(the neutral table language they are written in, rendered per dialect), `sql` (pieces both
+use)."""
 
 from semsearch.store.catalogue import Store
 from semsearch.store.records import (
@@ -19,8 +21,8 @@ from semsearch.store.records import (
     SweepRow,
     weights_digest,
 )
-from semsearch.store.schema import _MIGRATIONS, SCHEMA_VERSION
+from semsearch.store.schema import MIGRATIONS, SCHEMA_VERSION
 
-__all__ = ["SCHEMA_VERSION", "_MIGRATIONS", "AdaptedVectors", "AdapterRecord",
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "AdaptedVectors", "AdapterRecord",
            "FeatureSetRecord", "ImageRecord", "Move", "NewImage", "Store", "SweepRecord",
            "SweepRow", "weights_digest"]

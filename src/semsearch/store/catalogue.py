@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from semsearch.errors import NotIndexedError, StoreError, StoreVersionError
+from semsearch.errors import NotIndexedError, StoreError
 from semsearch.featureset import FeatureSet
+from semsearch.store.ddl import Migration, upgrade
 from semsearch.store.records import (
     FeatureSetRecord,
     ImageRecord,
@@ -25,7 +26,7 @@ from semsearch.store.records import (
     NewImage,
 )
 from semsearch.store.saved import SavedResults
-from semsearch.store.schema import _MIGRATIONS, SCHEMA_VERSION
+from semsearch.store.schema import MIGRATIONS
 from semsearch.store.sql import PUT_VECTOR, prefix_bounds
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class Store(SavedResults):
 
     # Whether the database itself can search vectors (pgvector): SQLite cannot.
     searches_vectors = False
+    # The schema it migrates to: one list for every back end (a test may extend a copy).
+    migrations: Sequence[Migration] = MIGRATIONS
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
@@ -153,26 +156,17 @@ class Store(SavedResults):
                          " SET value = excluded.value", (key, value))
 
     def _migrate(self) -> None:
-        if self.schema_version == SCHEMA_VERSION:
+        if self.schema_version == len(self.migrations):
             return
         with self._transaction() as conn:
             # Read again under the write lock: another process may have just migrated.
             current = self.schema_version
-            if current > SCHEMA_VERSION:
-                raise StoreVersionError(
-                    f"{self.path} has schema version {current}, newer than this semsearch "
-                    f"knows ({SCHEMA_VERSION}); upgrade semsearch to use it"
-                )
             if current == 0 and conn.execute(
                     "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]:
                 raise StoreError(f"{self.path} is an SQLite file of another program, not a "
                                  "semsearch catalogue; choose another --db")
-            for version in range(current, SCHEMA_VERSION):
-                for statement in _MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={version + 1}")
-                log.info("migrated %s to schema version %d", self.path, version + 1)
+            upgrade(conn, "sqlite", self.migrations, current, self.location)
+            conn.execute(f"PRAGMA user_version={len(self.migrations)}")
 
     # -- feature sets -------------------------------------------------------------------------
 

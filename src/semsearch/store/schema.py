@@ -1,95 +1,116 @@
-"""The catalogue's SQL schema as migrations, oldest first: a catalogue at version n has had
-the first n applied (SQLite keeps n in PRAGMA user_version, PostgreSQL in its meta table)."""
+"""The catalogue's schema, once for SQLite and PostgreSQL: migrations, oldest first. A
+catalogue at version n has had the first n applied (SQLite keeps n in PRAGMA user_version,
+PostgreSQL in its meta table). To change the schema, append a Migration here; both back ends
+run it. Never edit one that has shipped: catalogues out there were made by it."""
 
 from __future__ import annotations
 
-_MIGRATIONS: tuple[str, ...] = (
-    # 1: the first schema.
-    """
-    CREATE TABLE images(
-        id INTEGER PRIMARY KEY,
-        path TEXT NOT NULL UNIQUE,
-        size INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        width INTEGER NOT NULL,
-        height INTEGER NOT NULL,
-        label TEXT NOT NULL,
-        indexed_at REAL NOT NULL
-    );
-    CREATE INDEX images_sha256 ON images(sha256);
-    CREATE TABLE feature_sets(
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL,
-        model TEXT NOT NULL,
-        layer TEXT NOT NULL,
-        pooling TEXT NOT NULL,
-        preprocessing TEXT NOT NULL,
-        dim INTEGER NOT NULL,
-        version INTEGER NOT NULL DEFAULT 0,
-        created_at REAL NOT NULL,
-        UNIQUE(name, preprocessing)
-    );
-    CREATE TABLE vectors(
-        feature_set_id INTEGER NOT NULL REFERENCES feature_sets(id) ON DELETE CASCADE,
-        image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-        vector BLOB NOT NULL,
-        PRIMARY KEY(feature_set_id, image_id)
-    ) WITHOUT ROWID;
-    CREATE INDEX vectors_image ON vectors(image_id);
-    """,
-    # 2: an identity for the catalogue, so index files can tell which catalogue built them.
-    """
-    CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    INSERT INTO meta(key, value) VALUES ('catalogue_id', lower(hex(randomblob(16))));
-    """,
-    # 3: comparison sweeps (`semsearch compare`) and their scores, kept for the web app.
-    """
-    CREATE TABLE sweeps(
-        id INTEGER PRIMARY KEY,
-        root TEXT NOT NULL,
-        settings TEXT NOT NULL,
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE sweep_results(
-        sweep_id INTEGER NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE,
-        feature_set TEXT NOT NULL,
-        preprocessing TEXT NOT NULL,
-        metric TEXT NOT NULL,
-        scores TEXT NOT NULL,
-        image_ids BLOB NOT NULL,
-        per_query BLOB NOT NULL,
-        PRIMARY KEY(sweep_id, feature_set, metric)
-    ) WITHOUT ROWID;
-    """,
-    # 4: adapters (`semsearch adapt`): learned projections of a base feature set.
-    """
-    CREATE TABLE adapters(
-        name TEXT PRIMARY KEY,
-        base TEXT NOT NULL,
-        preprocessing TEXT NOT NULL,
-        dim_in INTEGER NOT NULL,
-        dim_out INTEGER NOT NULL,
-        weights BLOB NOT NULL,
-        info TEXT NOT NULL,
-        created_at REAL NOT NULL
-    );
-    """,
-    # 5: collections (the folders people index and browse) and cached 2-D maps.
-    """
-    CREATE TABLE collections(
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        root TEXT NOT NULL UNIQUE,
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE maps(
-        feature_set_id INTEGER NOT NULL REFERENCES feature_sets(id) ON DELETE CASCADE,
-        root TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        image_ids BLOB NOT NULL,
-        coords BLOB NOT NULL,
-        PRIMARY KEY(feature_set_id, root)
-    ) WITHOUT ROWID;
-    """,
+import secrets
+
+from semsearch.store.ddl import (
+    BIGINT,
+    BLOB,
+    ID,
+    INT,
+    PATH,
+    REAL,
+    SERIAL,
+    TEXT,
+    VECTOR,
+    Column,
+    Index,
+    Migration,
+    Statement,
+    Table,
 )
-SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def _new_catalogue_id() -> tuple[str]:
+    return (secrets.token_hex(16),)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("the first schema", (
+        Table("images", (
+            Column("id", ID),
+            Column("path", PATH, unique=True),
+            Column("size", BIGINT),
+            Column("mtime_ns", BIGINT),
+            Column("sha256", TEXT),
+            Column("width", INT),
+            Column("height", INT),
+            Column("label", TEXT),
+            Column("indexed_at", REAL),
+        )),
+        Index("images_sha256", "images", ("sha256",)),
+        Table("feature_sets", (
+            Column("id", ID),
+            Column("name", TEXT),
+            Column("model", TEXT),
+            Column("layer", TEXT),
+            Column("pooling", TEXT),
+            Column("preprocessing", TEXT),
+            Column("dim", INT),
+            Column("version", BIGINT, default=0),
+            Column("created_at", REAL),
+        ), unique=(("name", "preprocessing"),)),
+        Table("vectors", (
+            Column("feature_set_id", BIGINT, references="feature_sets"),
+            Column("image_id", BIGINT, references="images"),
+            Column("vector", VECTOR),
+        ), primary_key=("feature_set_id", "image_id"), without_rowid=True),
+        Index("vectors_image", "vectors", ("image_id",)),
+    )),
+    Migration("an identity for the catalogue, so index files can tell which catalogue built "
+              "them", (
+        Table("meta", (
+            Column("key", TEXT, primary_key=True),
+            Column("value", TEXT),
+        )),
+        Statement("INSERT INTO meta(key, value) VALUES ('catalogue_id', ?)", _new_catalogue_id),
+    )),
+    Migration("comparison sweeps (`semsearch compare`) and their scores, kept for the web app", (
+        Table("sweeps", (
+            Column("id", ID),
+            Column("root", TEXT),
+            Column("settings", TEXT),
+            Column("created_at", REAL),
+        )),
+        Table("sweep_results", (
+            Column("sweep_id", BIGINT, references="sweeps"),
+            Column("feature_set", TEXT),
+            Column("preprocessing", TEXT),
+            Column("metric", TEXT),
+            Column("scores", TEXT),
+            Column("image_ids", BLOB),
+            Column("per_query", BLOB),
+        ), primary_key=("sweep_id", "feature_set", "metric"), without_rowid=True),
+    )),
+    Migration("adapters (`semsearch adapt`): learned projections of a base feature set", (
+        Table("adapters", (
+            Column("name", TEXT, primary_key=True),
+            Column("base", TEXT),
+            Column("preprocessing", TEXT),
+            Column("dim_in", INT),
+            Column("dim_out", INT),
+            Column("weights", BLOB),
+            Column("info", TEXT),
+            Column("created_at", REAL),
+        )),
+    )),
+    Migration("collections (the folders people index and browse) and cached 2-D maps", (
+        Table("collections", (
+            Column("id", SERIAL),
+            Column("root", PATH, unique=True),
+            Column("created_at", REAL),
+        )),
+        Table("maps", (
+            Column("feature_set_id", BIGINT, references="feature_sets"),
+            Column("root", PATH),
+            Column("version", BIGINT),
+            Column("image_ids", BLOB),
+            Column("coords", BLOB),
+        ), primary_key=("feature_set_id", "root"), without_rowid=True),
+    )),
+)
+SCHEMA_VERSION = len(MIGRATIONS)

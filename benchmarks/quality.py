@@ -31,7 +31,7 @@ from semsearch.config import resolve
 from semsearch.embed.pooling import pool
 from semsearch.featureset import FeatureSet
 from semsearch.images import find_images
-from semsearch.index.catalog import EXPAND_ALPHA
+from semsearch.index.manifest import EXPAND_ALPHA
 from semsearch.index.metric import Metric
 from semsearch.ranking import Scores, evaluate
 from semsearch.session import Session

@@ -1,2 +1,2 @@
 """Vector indexes behind one protocol (exact, approximate, pgvector), the metric they rank by,
-and the catalog that builds, saves and reloads them."""
+the catalog that builds, saves and reloads them, their manifests and their status."""

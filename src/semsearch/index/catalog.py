@@ -1,20 +1,20 @@
-"""Index files beside the catalogue, each with a JSON manifest saying what it holds (feature
-set, metric, count, the feature set's version in the store). An index whose manifest does not
-match the store is stale and is rebuilt. Files are written whole and then renamed into place,
-and the manifest last, so a crash never leaves a manifest pointing at half a file."""
+"""The indexes of one store: the catalog gives a feature set's index for a metric, loading
+it from the files beside the catalogue when their manifest says they are fresh, else building
+it from the store's vectors and saving it. Files are written whole and then renamed into
+place, and the manifest last, so a crash never leaves a manifest pointing at half a file."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -22,23 +22,28 @@ import numpy.typing as npt
 from semsearch.atomic import process_alive, remove_stale_temporaries, write_atomically
 from semsearch.errors import ConfigError
 from semsearch.index import approx
-from semsearch.index.approx import ApproximateIndex, BuiltFiles, SearchParams
+from semsearch.index.approx import ApproximateIndex, BuiltFiles, SearchParams, VectorSource
 from semsearch.index.exact import Calibration, ExactIndex, calibration
+from semsearch.index.manifest import (
+    EXPAND_ALPHA,
+    EXPAND_MAX,
+    files_of,
+    identity,
+    index_stem,
+    is_fresh,
+    read_manifest,
+)
 from semsearch.index.metric import Metric
 from semsearch.index.pgvector import PGVECTOR, PgVectorIndex, check_metric
 from semsearch.index.protocol import VectorIndex
 from semsearch.index.source import StoreVectors
+from semsearch.index.status import IndexStatus, index_statuses
 from semsearch.indexspec import IndexSpec
 from semsearch.store import FeatureSetRecord, Store
 from semsearch.vectors import augment_query, database_augmentation
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FORMAT = 4
-# Database-side augmentation is exact and costs n^2 dot products; above this many vectors an
-# index is built without it (the manifest and `semsearch info` say so).
-EXPAND_MAX = 20_000
-EXPAND_ALPHA = 3.0
 # `--index auto` searches exactly up to this many vectors, approximately above.
 EXACT_MAX = 200_000
 # Recall of an approximate index is measured on this many of its own vectors as queries.
@@ -72,19 +77,6 @@ class LoadedIndex:
         # The base index is a cosine index, so its stored vectors are unit length.
         return augment_query(query[None, :], self.base.vectors, self.expand_k, EXPAND_ALPHA,
                              gallery_normalized=True)[0]
-
-
-@dataclass(frozen=True)
-class IndexStatus:
-    metric: str
-    count: int
-    fresh: bool
-    path: str
-    expansion: str
-    index: str = "Flat"
-    recall_at_10: float | None = None
-    search_params: str = ""
-    ram_bytes_per_vector: float | None = None
 
 
 def _physical_ram() -> int:
@@ -126,38 +118,15 @@ class IndexCatalog:
             return approx.auto_spec(count, self.exact_max, record.dim)
         return IndexSpec(self.index)
 
-    def _stem(self, record: FeatureSetRecord, metric: Metric, expand_k: int = 0,
-              spec: IndexSpec | None = None) -> str:
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", record.name)
-        digest = hashlib.sha256(f"{record.name}|{record.preprocessing}".encode()).hexdigest()[:8]
-        if spec is not None and not spec.exact:
-            return f"{slug}-{digest}.{metric.tag}.{spec.tag}"
-        return f"{slug}-{digest}.{metric.tag}" + (f"-dba{expand_k}" if expand_k else "")
-
     def manifest_path(self, record: FeatureSetRecord, metric: Metric, expand_k: int = 0,
                       spec: IndexSpec | None = None) -> Path:
-        return self.folder / f"{self._stem(record, metric, expand_k, spec)}.json"
+        return self.folder / f"{index_stem(record, metric, expand_k, spec)}.json"
 
     def _read_manifest(self, path: Path) -> dict[str, Any] | None:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
+        return read_manifest(path)
 
     def is_fresh(self, record: FeatureSetRecord, manifest: dict[str, Any] | None) -> bool:
-        return (
-            manifest is not None
-            and manifest.get("format") == MANIFEST_FORMAT
-            and manifest.get("catalogue_id") == self.store.catalogue_id
-            and isinstance(manifest.get("score_calibration"), dict)
-            and manifest.get("feature_set") == record.name
-            and manifest.get("preprocessing") == record.preprocessing
-            and manifest.get("vectors_version") == record.version
-            and manifest.get("expand_alpha") == EXPAND_ALPHA
-            and manifest.get("schema_version") == self.store.schema_version
-            and all((self.folder / str(name)).is_file() for name in _files_of(manifest))
-        )
+        return is_fresh(self.store, self.folder, record, manifest)
 
     def get(self, record: FeatureSetRecord, metric: Metric, expand_k: int = 0) -> LoadedIndex:
         """Gives the feature set's index for the metric, rebuilding it if stale or missing.
@@ -169,7 +138,7 @@ class IndexCatalog:
         if not spec.exact:
             return self._get_approximate(record, metric, spec)
         expand_k = expand_k if metric.name == "cosine" and expand_k > 1 else 0
-        manifest = self._read_manifest(self.manifest_path(record, metric, expand_k))
+        manifest = read_manifest(self.manifest_path(record, metric, expand_k))
         if manifest is not None and self.is_fresh(record, manifest):
             try:
                 index = ExactIndex.load(self.folder / manifest["file"], metric)
@@ -184,23 +153,6 @@ class IndexCatalog:
                 log.warning("index %s unreadable (%s); rebuilding", manifest["file"], exc)
         return self.build(record, metric, expand_k)
 
-    def _identity(self, record: FeatureSetRecord, metric: Metric, count: int
-                  ) -> dict[str, Any]:
-        """Gives the manifest fields that tie an index to what it was built from (checked by
-        is_fresh)."""
-        return {
-            "format": MANIFEST_FORMAT,
-            "catalogue_id": self.store.catalogue_id,
-            "feature_set": record.name,
-            "preprocessing": record.preprocessing,
-            "metric": metric.name,
-            "p": metric.p,
-            "dim": record.dim,
-            "count": count,
-            "vectors_version": record.version,
-            "schema_version": self.store.schema_version,
-        }
-
     def build(self, record: FeatureSetRecord, metric: Metric, expand_k: int = 0) -> LoadedIndex:
         """Builds the index from the store's vectors and saves it with its manifest."""
         started = time.perf_counter()
@@ -214,11 +166,11 @@ class IndexCatalog:
         gallery = database_augmentation(vectors, used, EXPAND_ALPHA) if used else vectors
         index = ExactIndex.build(gallery, ids, metric)
         calib = calibration(index, gallery)
-        stem = self._stem(record, metric, expand_k)
+        stem = index_stem(record, metric, expand_k)
         file_name = f"{stem}.v{record.version}.faiss"
         base_name = f"{stem}.v{record.version}.base.faiss" if base is not None else None
         manifest = {
-            **self._identity(record, metric, len(ids)),
+            **identity(self.store, record, metric, len(ids)),
             "kind": "exact",
             "file": file_name,
             "base_file": base_name,
@@ -228,24 +180,34 @@ class IndexCatalog:
             "score_calibration": asdict(calib),
             "built_at": time.time(),
         }
+        self._save_exact(record, metric, expand_k, manifest, index, base)
+        log.info("built %s index of %s (%d vectors) in %.2fs", metric, record.name, len(ids),
+                 time.perf_counter() - started)
+        return LoadedIndex(index, manifest, calib, base)
+
+    def _save_exact(self, record: FeatureSetRecord, metric: Metric, expand_k: int,
+                    manifest: dict[str, Any], index: ExactIndex, base: ExactIndex | None
+                    ) -> None:
+        """Writes an exact index's files, then its manifest, then removes older versions'
+        files; a failure is logged, not raised (the index serves this process anyway)."""
+        file_name, base_name = manifest["file"], manifest["base_file"]
+        stem = index_stem(record, metric, expand_k)
         try:
             write_atomically(self.folder / file_name, index.save)
             if base is not None and base_name is not None:
                 write_atomically(self.folder / base_name, base.save)
-            write_atomically(
-                self.manifest_path(record, metric, expand_k),
-                lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)),
-            )
+            write_atomically(self.manifest_path(record, metric, expand_k),
+                             lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
             for old in self.folder.glob(f"{stem}.v*.faiss"):
                 if old.name not in (file_name, base_name):
                     old.unlink(missing_ok=True)
         except OSError as exc:
-            # The index still serves this process; it is rebuilt next time.
-            log.warning("cannot save the index in %s (%s); it will be rebuilt on next use",
-                        self.folder, exc.strerror or exc)
-        log.info("built %s index of %s (%d vectors) in %.2fs", metric, record.name, len(ids),
-                 time.perf_counter() - started)
-        return LoadedIndex(index, manifest, calib, base)
+            self._not_saved(exc)
+
+    def _not_saved(self, exc: OSError) -> None:
+        # The index still serves this process; it is rebuilt next time.
+        log.warning("cannot save the index in %s (%s); it will be rebuilt on next use",
+                    self.folder, exc.strerror or exc)
 
     def _get_pgvector(self, record: FeatureSetRecord, metric: Metric) -> LoadedIndex:
         """Gives pgvector's HNSW index of the feature set, built in PostgreSQL if missing
@@ -267,23 +229,19 @@ class IndexCatalog:
                             "by an exact scan in PostgreSQL", record.name, record.dim,
                             HNSW_MAX_DIM)
         index = PgVectorIndex(store, record, metric, self.params.ef_search)
-        rng = np.random.default_rng(0)
-        query_ids, queries = source.sample_with_ids(min(RECALL_QUERIES, source.count), rng)
-        recall_text = store.meta(key)
-        if index.hnsw and not recall_text:
-            truth = approx.exact_neighbours(queries, source, metric, 11)
-            recall = approx.measure_recall(index.search, queries, query_ids, truth, 10)
-            store.set_meta(key, json.dumps({"recall_at_10": recall,
+        sample = _Sample.of(source)
+        if index.hnsw and not store.meta(key):
+            store.set_meta(key, json.dumps({"recall_at_10": sample.recall(index.search, source,
+                                                                          metric),
                                             "params": index.applied}))
-        calib = calibration(ExactIndex.build(queries, query_ids, metric), queries)
         manifest = {"kind": PGVECTOR, "index": "pgvector HNSW" if index.hnsw else
                     "pgvector exact scan", "count": len(index), "metric": metric.name,
                     "expand_k_used": 0, "search_params": index.applied}
-        return LoadedIndex(index, manifest, calib)
+        return LoadedIndex(index, manifest, sample.calibration(metric))
 
     def _get_approximate(self, record: FeatureSetRecord, metric: Metric,
                          spec: IndexSpec) -> LoadedIndex:
-        manifest = self._read_manifest(self.manifest_path(record, metric, spec=spec))
+        manifest = read_manifest(self.manifest_path(record, metric, spec=spec))
         if manifest is not None and self.is_fresh(record, manifest):
             try:
                 files = BuiltFiles(**manifest["files"])
@@ -316,7 +274,7 @@ class IndexCatalog:
         source = StoreVectors(self.store, record.id)
         count = source.count
         on_disk = self._wants_disk(spec, record, count)
-        stem = self._stem(record, metric, spec=spec)
+        stem = index_stem(record, metric, spec=spec)
         # Each build writes files of its own: one killed half-way never overwrites files
         # a manifest points to, and the manifest, written last, is what makes a build count.
         # The process id in the names tells a killed build's leftovers from a live one's.
@@ -324,13 +282,11 @@ class IndexCatalog:
         index, files = approx.build(source, spec, metric, self.folder, version_stem,
                                     on_disk=on_disk, params=self.params)
         seconds = time.perf_counter() - started
-        rng = np.random.default_rng(0)
-        query_ids, queries = source.sample_with_ids(min(RECALL_QUERIES, count), rng)
-        truth = approx.exact_neighbours(queries, source, metric, 11)
-        recall = approx.measure_recall(index.search, queries, query_ids, truth, 10)
-        calib = calibration(ExactIndex.build(queries, query_ids, metric), queries)
+        sample = _Sample.of(source)
+        recall = sample.recall(index.search, source, metric)
+        calib = sample.calibration(metric)
         manifest = {
-            **self._identity(record, metric, count),
+            **identity(self.store, record, metric, count),
             "kind": "approximate",
             "index": spec.factory,
             "files": asdict(files),
@@ -341,20 +297,30 @@ class IndexCatalog:
             "score_calibration": asdict(calib),
             "search_params": index.applied,
             "recall_at_10": recall,
-            "recall_queries": len(query_ids),
+            "recall_queries": len(sample.ids),
             "ram_bytes": index.ram_bytes(),
             "build_seconds": seconds,
             "built_at": time.time(),
         }
-        manifest_path = self.manifest_path(record, metric, spec=spec)
-        previous = self._read_manifest(manifest_path)
+        self._save_approximate(self.manifest_path(record, metric, spec=spec), manifest,
+                               files, stem)
+        log.info("built %s %s index of %s (%d vectors) in %.1fs, recall@10 %.3f", spec,
+                 metric, record.name, count, seconds, recall)
+        return LoadedIndex(index, manifest, calib)
+
+    def _save_approximate(self, manifest_path: Path, manifest: dict[str, Any],
+                          files: BuiltFiles, stem: str) -> None:
+        """Writes an approximate index's manifest (its files are written by then), then
+        removes the files the replaced manifest named and those of killed builds; a failure
+        is logged, not raised."""
+        previous = read_manifest(manifest_path)
         try:
             write_atomically(manifest_path,
                              lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
             # Only the files the replaced manifest named, and those of killed builds: another
             # process may be writing a build of its own beside this one.
             mine = set(files.names())
-            for name in _files_of(previous) if previous else []:
+            for name in files_of(previous) if previous else []:
                 if name not in mine:
                     (self.folder / name).unlink(missing_ok=True)
             for path in self.folder.glob(f"{stem}.v*"):
@@ -362,11 +328,7 @@ class IndexCatalog:
                 if path.name not in mine and builder and not process_alive(int(builder[1])):
                     path.unlink(missing_ok=True)
         except OSError as exc:
-            log.warning("cannot save the index in %s (%s); it will be rebuilt on next use",
-                        self.folder, exc.strerror or exc)
-        log.info("built %s %s index of %s (%d vectors) in %.1fs, recall@10 %.3f", spec,
-                 metric, record.name, count, seconds, recall)
-        return LoadedIndex(index, manifest, calib)
+            self._not_saved(exc)
 
     def remove_orphans(self) -> int:
         """Deletes index files whose feature set is no longer in the catalogue (an adapter's
@@ -376,12 +338,12 @@ class IndexCatalog:
         known = {(r.name, r.preprocessing) for r in self.store.feature_sets()}
         removed = 0
         for path in self.folder.glob("*.json"):
-            manifest = self._read_manifest(path)
+            manifest = read_manifest(path)
             if manifest is None or manifest.get("catalogue_id") != self.store.catalogue_id:
                 continue
             if (manifest.get("feature_set"), manifest.get("preprocessing")) in known:
                 continue
-            for name in _files_of(manifest):
+            for name in files_of(manifest):
                 (self.folder / name).unlink(missing_ok=True)
             path.unlink(missing_ok=True)
             removed += 1
@@ -389,55 +351,27 @@ class IndexCatalog:
 
     def status(self, record: FeatureSetRecord) -> list[IndexStatus]:
         """Gives the saved indexes of a feature set and whether each is fresh."""
-        found = self._pgvector_status(record)
-        prefix = self._stem(record, Metric()).rsplit(".", 1)[0] + "."
-        for path in sorted(self.folder.glob(prefix + "*.json")):
-            manifest = self._read_manifest(path)
-            if manifest is None:
-                continue
-            metric = str(Metric(manifest.get("metric", "cosine"), float(manifest.get("p", 3.0))))
-            used = int(manifest.get("expand_k_used", 0))
-            asked = int(manifest.get("expand_k", 0))
-            expansion = (f"database-side augmentation, k={used}" if used else
-                         f"no augmentation (asked k={asked}; over {EXPAND_MAX} vectors)"
-                         if asked else "")
-            recall = manifest.get("recall_at_10")
-            params = manifest.get("search_params") or {}
-            count = int(manifest.get("count", 0))
-            ram = manifest.get("ram_bytes")
-            found.append(IndexStatus(
-                metric, count, self.is_fresh(record, manifest), str(path), expansion,
-                str(manifest.get("index", "Flat")),
-                float(recall) if recall is not None else None,
-                ", ".join(f"{k}={v}" for k, v in params.items()),
-                float(ram) / count if ram is not None and count else None))
-        return found
-
-    def _pgvector_status(self, record: FeatureSetRecord) -> list[IndexStatus]:
-        from semsearch.store.postgres import PostgresStore
-
-        if not self.store.searches_vectors:
-            return []
-        store = cast(PostgresStore, self.store)
-        found = []
-        count = store.count_vectors(record.id)
-        for metric in ("cosine", "ip", "euclidean"):  # sqeuclidean shares euclidean's
-            if not store.has_hnsw(record.id, metric):
-                continue
-            name = store.hnsw_index_name(record.id, metric)
-            saved = store.meta(f"recall:{name}")
-            data = json.loads(saved) if saved else {}
-            params = data.get("params") or {}
-            found.append(IndexStatus(
-                metric if metric != "euclidean" else "euclidean/sqeuclidean", count, True,
-                f"{store.location} index {name}", "", "pgvector HNSW",
-                data.get("recall_at_10"), ", ".join(f"{k}={v}" for k, v in params.items())))
-        return found
+        return index_statuses(self.store, self.folder, record)
 
 
-def _files_of(manifest: dict[str, Any]) -> list[str]:
-    """Gives the names of the files an index manifest refers to."""
-    if manifest.get("kind") == "approximate":
-        files = manifest.get("files")
-        return [str(v) for v in files.values() if v] if isinstance(files, dict) else ["?"]
-    return [str(n) for n in (manifest.get("file"), manifest.get("base_file")) if n]
+class _Sample(NamedTuple):
+    """The catalogue's own vectors as queries (the same ones every time): an index's
+    recall@10 against exact search is measured on them, and its scores calibrated."""
+
+    ids: npt.NDArray[np.int64]
+    queries: npt.NDArray[np.float32]
+
+    @classmethod
+    def of(cls, source: StoreVectors) -> _Sample:
+        rng = np.random.default_rng(0)
+        return cls(*source.sample_with_ids(min(RECALL_QUERIES, source.count), rng))
+
+    def recall(self, search: Callable[[npt.NDArray[np.float32], int], Any],
+               source: VectorSource, metric: Metric) -> float:
+        """Gives the recall@10 of a search function on these queries."""
+        truth = approx.exact_neighbours(self.queries, source, metric, 11)
+        return approx.measure_recall(search, self.queries, self.ids, truth, 10)
+
+    def calibration(self, metric: Metric) -> Calibration:
+        """Gives the score calibration of these vectors under the metric."""
+        return calibration(ExactIndex.build(self.queries, self.ids, metric), self.queries)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from semsearch.index.catalog import IndexCatalog, IndexStatus
+from semsearch.index.catalog import IndexCatalog
+from semsearch.index.status import IndexStatus
 from semsearch.store import Store
 
 

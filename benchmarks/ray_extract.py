@@ -38,7 +38,9 @@ from semsearch.config import resolve
 from semsearch.images import find_images
 from semsearch.indexing.local import index_folder
 from semsearch.indexing.plan import IndexReport
-from semsearch.indexing.ray_run import index_folder_ray, ray_runtime, recipe_for
+from semsearch.indexing.ray_cluster import ray_runtime
+from semsearch.indexing.ray_run import index_folder_ray
+from semsearch.indexing.ray_worker import recipe_for
 from semsearch.session import Session
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"

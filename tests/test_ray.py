@@ -20,10 +20,11 @@ from tests.conftest import ROOT, labeled_folder
 from semsearch import cli
 from semsearch.config import resolve
 from semsearch.errors import ConfigError, SemsearchError
-from semsearch.indexing import ray_run as distributed
+from semsearch.indexing import ray_cluster as distributed
 from semsearch.indexing.local import index_folder
 from semsearch.indexing.plan import IndexReport
-from semsearch.indexing.ray_run import index_folder_ray, recipe_for
+from semsearch.indexing.ray_run import index_folder_ray
+from semsearch.indexing.ray_worker import recipe_for
 from semsearch.models.registry import ModelRegistry
 from semsearch.session import Session
 from semsearch.store import Store

@@ -22,7 +22,7 @@ def index_path(work: Workspace, path: str, *, feature_set: FeatureSet | None = N
     configured metric built; gives the run's report."""
     config, store, models = work.config, work.store, work.models
     if config.engine == "ray":
-        from semsearch.indexing.ray_run import check_cluster
+        from semsearch.indexing.ray_cluster import check_cluster
 
         check_cluster(config)  # before loading the model
     extractor = models.extractor(feature_set or models.feature_set())

@@ -33,7 +33,7 @@ from semsearch.indexing.local import index_folder
 from semsearch.indexing.plan import IndexReport, Progress
 from semsearch.query.context import Context
 from semsearch.ranking import Scores, evaluate, evaluate_relevance
-from semsearch.store import AdaptedVectors, AdapterRecord, weights_digest
+from semsearch.store import AdaptedVectors, AdapterRecord, FeatureSetRecord, weights_digest
 from semsearch.vectors import l2_normalize, project
 
 Vectors = npt.NDArray[np.float32]
@@ -218,21 +218,84 @@ def adapt(session: Context, root: str, name: str, *, heldout: float = 0.3,
     the class names (captions) among the held-out images, against zero-shot search by words
     on the same images."""
     settings = settings or TrainSettings()
+    _check_request(name, heldout, settings)
+    captioned = captions is not None
+    text = text or captioned
+    root_path, labels_by_path = _labels(root, captions)
+    data = _embed_labeled(session, root_path, labels_by_path, progress)
+    # Captions are mostly one per image: hold out a fraction of all images instead, and
+    # measure each held-out caption finding its own image among the held-out ones.
+    held = split_per_class(data.paths, [""] * len(data.paths) if captioned else data.labels,
+                           heldout, settings.seed, contents=data.shas)
+    train = ~held
+    started = time.perf_counter()
+    words = [str(n) if captioned else folder_words(str(n)) for n in data.names]
+    targets = session.text_model().embed(words) if text else None
+    weights, loss = _train(data, train, settings, targets)
+    seconds = time.perf_counter() - started
+    before, after, measured = _before_after(session, data, held, weights, targets, text,
+                                            captioned)
+    info = {"root": data.report.root, "classes": data.names.tolist(), "text": text,
+            "trained_on": int(train.sum()),
+            "heldout_ids": data.ids[held].tolist(), "heldout_fraction": heldout,
+            "settings": asdict(settings), "final_loss": loss, "train_seconds": seconds,
+            "before": asdict(before) if before else None,
+            "after": asdict(after) if after else None}
+    adapted = data.base.adapted(name)
+    preprocessing = adapted_input_key(data.record.preprocessing, weights_digest(weights))
+    saved = session.store.save_adapter(
+        name, data.base, data.record.preprocessing, weights, json.dumps(info),
+        AdaptedVectors(adapted, preprocessing, data.ids, project(data.vectors, weights)))
+    session.catalog.remove_orphans()
+    return AdaptResult(saved, adapted, data.report.root, len(data.names), int(train.sum()),
+                       int(held.sum()), before, after, int(measured.sum()) if before else 0,
+                       loss, seconds, data.report)
+
+
+def _check_request(name: str, heldout: float, settings: TrainSettings) -> None:
+    """Raises before any work if the adapter's name or the settings cannot be used."""
     check_adapter_name(name)
     if not 0 <= heldout <= 0.9:
         raise EvaluationError(f"the held-out fraction must be from 0 to 0.9, not {heldout}")
     if settings.dim < 2 or settings.epochs < 1:
         raise EvaluationError("the projection needs at least 2 dimensions and 1 epoch")
-    if captions is not None:
-        text = True
-        root_path = os.path.realpath(root)
-        labels_by_path = {path: caption for path, caption in captions.items()
-                          if path.startswith(root_path.rstrip(os.sep) + os.sep)}
-        if len(set(labels_by_path.values())) < 2:
-            raise EvaluationError(f"the captions name fewer than two different texts for "
-                                  f"images under {root_path}")
-    else:
-        root_path, labels_by_path = labeled_files(root)  # refused before any embedding
+
+
+def _labels(root: str, captions: dict[str, str] | None) -> tuple[str, dict[str, str]]:
+    """Gives the folder's real path and {path: label} for the images under it: the class
+    folder's name, or the image's caption."""
+    if captions is None:
+        return labeled_files(root)  # refused before any embedding
+    root_path = os.path.realpath(root)
+    labels_by_path = {path: caption for path, caption in captions.items()
+                      if path.startswith(root_path.rstrip(os.sep) + os.sep)}
+    if len(set(labels_by_path.values())) < 2:
+        raise EvaluationError(f"the captions name fewer than two different texts for "
+                              f"images under {root_path}")
+    return root_path, labels_by_path
+
+
+@dataclass(frozen=True)
+class _Labeled:
+    """The labeled images of a folder with their base vectors, in one order."""
+
+    root: str  # the folder's real path
+    report: IndexReport
+    base: FeatureSet
+    record: FeatureSetRecord
+    ids: npt.NDArray[np.int64]
+    vectors: Vectors
+    paths: list[str]
+    labels: list[str]
+    shas: list[str]
+    names: npt.NDArray[np.str_]  # the distinct labels, sorted
+    classes: npt.NDArray[np.int64]  # each image's label as a position in names
+
+
+def _embed_labeled(session: Context, root_path: str, labels_by_path: dict[str, str],
+                   progress: Progress | None) -> _Labeled:
+    """Gives the labeled images' vectors of the plain feature set, indexing the folder first
+    (what is already in the catalogue is not embedded again)."""
     base = session.models.plain_feature_set()
     extractor = session.models.extractor(base)
     config = session.config
@@ -250,58 +313,43 @@ def adapt(session: Context, root: str, name: str, *, heldout: float = 0.3,
     if len(names) < 2:
         raise EvaluationError(f"only {len(ids)} image(s) in {len(names)} class(es) of "
                               f"{root_path} could be embedded; adapting needs two classes")
-    shas = [by_id[int(i)].sha256 for i in ids]
-    if captions is not None:
-        # Captions are mostly one per image: hold out a fraction of all images instead, and
-        # measure each held-out caption finding its own image among the held-out ones.
-        held = split_per_class(paths, [""] * len(paths), heldout, settings.seed, contents=shas)
-    else:
-        held = split_per_class(paths, labels, heldout, settings.seed, contents=shas)
-    train = ~held
-    started = time.perf_counter()
-    words = [str(n) if captions is not None else folder_words(str(n)) for n in names]
-    targets = session.text_model().embed(words) if text else None
-    if targets is not None:
-        # Only the training images' texts are targets: a held-out image's caption must not
-        # shape the projection, even as a negative.
-        used, train_classes = np.unique(classes[train], return_inverse=True)
-        weights, loss = train_projection(vectors[train], train_classes, settings,
-                                         targets[used])
-    else:
-        weights, loss = train_projection(vectors[train], classes[train], settings)
-    seconds = time.perf_counter() - started
+    return _Labeled(root_path, report, base, record, ids, vectors, paths, labels,
+                    [by_id[int(i)].sha256 for i in ids], names, classes)
+
+
+def _train(data: _Labeled, train: npt.NDArray[np.bool_], settings: TrainSettings,
+           targets: Vectors | None) -> tuple[Vectors, float]:
+    """Gives the projection learned from the training images, and its last loss."""
+    if targets is None:
+        return train_projection(data.vectors[train], data.classes[train], settings)
+    # Only the training images' texts are targets: a held-out image's caption must not
+    # shape the projection, even as a negative.
+    used, train_classes = np.unique(data.classes[train], return_inverse=True)
+    return train_projection(data.vectors[train], train_classes, settings, targets[used])
+
+
+def _before_after(session: Context, data: _Labeled, held: npt.NDArray[np.bool_],
+                  weights: Vectors, targets: Vectors | None, text: bool, captioned: bool
+                  ) -> tuple[Scores | None, Scores | None, npt.NDArray[np.bool_]]:
+    """Gives retrieval among the held-out images before and after the projection (None,
+    None when too few are held out to measure), and which images they were measured on."""
     # Measured on held-out images of classes with two or more held out: a query alone in
     # its class has nothing to find.
+    labels = data.labels
     held_counts = Counter(label for label, h in zip(labels, held, strict=True) if h)
-    measured = held & np.array([held_counts[label] >= (1 if captions is not None else 2)
+    measured = held & np.array([held_counts[label] >= (1 if captioned else 2)
                                 for label in labels], dtype=bool)
-    before = after = None
-    if len({label for label, m in zip(labels, measured, strict=True) if m}) >= (
-            1 if text else 2):
+    measured_labels = [label for label, m in zip(labels, measured, strict=True) if m]
+    if len(set(measured_labels)) < (1 if text else 2):
+        return None, None, measured
+    k = session.config.k
+    vectors = data.vectors[measured]
+    if targets is None:
         metric = session.metric("cosine")
-        measured_labels = [label for label, m in zip(labels, measured, strict=True) if m]
-        if targets is None:
-            before = evaluate(l2_normalize(vectors[measured]), measured_labels, metric,
-                              config.k).overall
-            after = evaluate(project(vectors[measured], weights), measured_labels, metric,
-                             config.k).overall
-        else:
-            before, after = _text_before_after(session, root_path, ids[measured],
-                                               project(vectors[measured], weights),
-                                               measured_labels, names, targets, config.k)
-
-    info = {"root": report.root, "classes": names.tolist(), "text": text,
-            "trained_on": int(train.sum()),
-            "heldout_ids": ids[held].tolist(), "heldout_fraction": heldout,
-            "settings": asdict(settings), "final_loss": loss, "train_seconds": seconds,
-            "before": asdict(before) if before else None,
-            "after": asdict(after) if after else None}
-    adapted = base.adapted(name)
-    preprocessing = adapted_input_key(record.preprocessing, weights_digest(weights))
-    saved = session.store.save_adapter(
-        name, base, record.preprocessing, weights, json.dumps(info),
-        AdaptedVectors(adapted, preprocessing, ids, project(vectors, weights)))
-    session.catalog.remove_orphans()
-    return AdaptResult(saved, adapted, report.root, len(names), int(train.sum()),
-                       int(held.sum()), before, after, int(measured.sum()) if before else 0,
-                       loss, seconds, report)
+        return (evaluate(l2_normalize(vectors), measured_labels, metric, k).overall,
+                evaluate(project(vectors, weights), measured_labels, metric, k).overall,
+                measured)
+    before, after = _text_before_after(session, data.root, data.ids[measured],
+                                       project(vectors, weights), measured_labels,
+                                       data.names, targets, k)
+    return before, after, measured

@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from semsearch.embed.extractors import LayerSweep
 from semsearch.errors import EvaluationError
 from semsearch.featureset import FeatureSet, check_pooling
 from semsearch.images import folder_class, scan_images
+from semsearch.index.metric import Metric
 from semsearch.indexing.local import index_folder
 from semsearch.indexing.plan import IndexReport, Progress
 from semsearch.models.backbone import load_backbone
@@ -26,7 +29,7 @@ from semsearch.models.network import LayerInfo, find_layer
 from semsearch.models.onnx_file import onnx_input
 from semsearch.query.context import Context
 from semsearch.ranking import Scores, evaluate
-from semsearch.store import SweepRecord, SweepRow
+from semsearch.store import FeatureSetRecord, SweepRecord, SweepRow
 
 AUTO = "auto"
 AUTO_COUNT = 8
@@ -150,9 +153,46 @@ def run_sweep(
     """Embeds a labeled folder with every model (all layers in one pass per image, cached in
     the catalogue), scores every model x layer x pooling x metric on the images that every
     configuration has a vector for, stores and gives the ranked results."""
-    from semsearch.models.summary import layers as layer_table
-
     started = time.perf_counter()
+    pools, chosen_metrics = _check_request(session, models, poolings, metrics, k)
+    root_path, labels_by_path = labeled_files(root)
+    plans = _plans(session, models, layers)
+    reports = [_embed(session, plan, pools, root_path, progress) for plan in plans]
+    jobs = [_Job(plan.model, plan.table, name, p) for plan in plans
+            for name in plan.layers for p in pools]
+    records = {job.feature_set: session.store.feature_set(
+        job.feature_set, session.models.input_key(job.feature_set)) for job in jobs}
+    images = session.store.images_under(root_path)
+    labels_by_id = {r.id: labels_by_path[r.path] for r in images.values()
+                    if r.path in labels_by_path}
+    wanted, classes = _common_images(session, list(records.values()), labels_by_id, root_path)
+    rows: list[ConfigScore] = []
+    stored: list[SweepRow] = []
+    total = len(jobs) * len(chosen_metrics)
+    for job in jobs:
+        for row, saved_row in _score(session, job, records[job.feature_set], root_path,
+                                     wanted, labels_by_id, chosen_metrics, k):
+            rows.append(row)
+            stored.append(saved_row)
+            if progress:
+                progress("scoring", len(rows), total)
+
+    rows.sort(key=lambda r: (-r.overall.weighted_p15, -r.overall.map, r.model, r.depth,
+                             r.pooling, r.metric))
+    layer_names = {plan.model: plan.layers for plan in plans}
+    unlabeled = sum(1 for r in images.values() if r.path not in labels_by_path)
+    settings = {"models": list(layer_names), "layers": layer_names, "poolings": pools,
+                "metrics": [str(m) for m in chosen_metrics], "k": k,
+                "images": len(wanted), "classes": classes}
+    saved = session.store.save_sweep(root_path, json.dumps(settings), stored)
+    return SweepResult(saved, root_path, len(wanted), classes, k, layer_names, rows, reports,
+                       unlabeled, time.perf_counter() - started)
+
+
+def _check_request(session: Context, models: Sequence[str], poolings: Sequence[str],
+                   metrics: Sequence[str], k: int) -> tuple[list[str], list[Metric]]:
+    """Gives the distinct poolings and metrics asked for; raises before any work if the
+    request cannot be swept."""
     if not models:
         raise EvaluationError("name at least one model")
     if any("+" in model for model in models):
@@ -164,78 +204,87 @@ def run_sweep(
         raise EvaluationError("name at least one pooling and one metric")
     if k < 1:
         raise EvaluationError(f"k must be at least 1, not {k}")
-    root_path, labels_by_path = labeled_files(root)
+    return pools, chosen_metrics
 
-    plans: list[tuple[str, list[LayerInfo], list[str]]] = []
+
+class _Plan(NamedTuple):
+    model: str
+    table: list[LayerInfo]  # all the model's layers, in network order
+    layers: list[str]  # the ones swept
+
+
+class _Job(NamedTuple):
+    model: str
+    table: list[LayerInfo]
+    layer: str
+    pooling: str
+
+    @property
+    def feature_set(self) -> FeatureSet:
+        return FeatureSet(self.model, self.layer, self.pooling)
+
+
+def _plans(session: Context, models: Sequence[str], layers: Sequence[str]) -> list[_Plan]:
+    """Gives each distinct model with its layer table and the layers to sweep."""
+    from semsearch.models.summary import layers as layer_table
+
+    plans = []
     for model in dict.fromkeys(models):
         spec = session.models.spec(model)  # an unknown model fails here, before any work
         table = layer_table(session.models.registry, model, onnx_input(session.config))
-        plans.append((model, table, choose_layers(table, layers, model, spec.default_layer)))
+        plans.append(_Plan(model, table, choose_layers(table, layers, model,
+                                                       spec.default_layer)))
+    return plans
 
-    reports = []
+
+def _embed(session: Context, plan: _Plan, pools: list[str], root_path: str,
+           progress: SweepProgress | None) -> IndexReport:
+    """Indexes the folder with every swept layer and pooling of one model, in one forward
+    pass per image; gives the run's report."""
     config = session.config
-    for model, _, names in plans:
-        spec = session.models.spec(model)
-        backbone = load_backbone(spec, names, runtime=config.runtime,
-                                 cache_dir=session.config.cache_path(), threads=config.threads)
-        sweep = LayerSweep(spec, [FeatureSet(model, name, p) for name in names for p in pools],
-                           backbone, flat_max_dims=config.flat_max_dims,
-                           max_pixels=config.max_pixels)
-        # Early layers' maps are large and all of them are held per batch: keep it small.
-        reports.append(index_folder(
-            session.store, sweep, root_path, batch_size=min(config.batch_size, _SWEEP_BATCH),
-            workers=config.workers, progress=_stage(progress, f"embedding {model}")))
+    spec = session.models.spec(plan.model)
+    backbone = load_backbone(spec, plan.layers, runtime=config.runtime,
+                             cache_dir=config.cache_path(), threads=config.threads)
+    sweep = LayerSweep(spec, [FeatureSet(plan.model, name, p) for name in plan.layers
+                              for p in pools],
+                       backbone, flat_max_dims=config.flat_max_dims,
+                       max_pixels=config.max_pixels)
+    # Early layers' maps are large and all of them are held per batch: keep it small.
+    return index_folder(
+        session.store, sweep, root_path, batch_size=min(config.batch_size, _SWEEP_BATCH),
+        workers=config.workers, progress=_stage(progress, f"embedding {plan.model}"))
 
-    jobs = [(model, table, name, p) for model, table, names in plans
-            for name in names for p in pools]
-    records = {}
-    for model, _, name, p in jobs:
-        fs = FeatureSet(model, name, p)
-        records[fs] = session.store.feature_set(fs, session.models.input_key(fs))
-    images = session.store.images_under(root_path)
-    labels_by_id = {r.id: labels_by_path[r.path] for r in images.values()
-                    if r.path in labels_by_path}
-    # Every configuration is scored on the same images: those all of them have a vector for.
+
+def _common_images(session: Context, records: list[FeatureSetRecord],
+                   labels_by_id: dict[int, str], root_path: str
+                   ) -> tuple[npt.NDArray[np.int64], int]:
+    """Gives the labeled images every configuration has a vector for (so all are scored on
+    the same images), sorted, and how many classes they span."""
     common = set(labels_by_id)
-    for record in records.values():
+    for record in records:
         common &= session.store.image_ids_with_vectors(record.id)
     classes = len({labels_by_id[i] for i in common})
     if len(common) < 2 or classes < 2:
         raise EvaluationError(
             f"only {len(common)} image(s) in {classes} class(es) of {root_path} could be "
             "embedded; comparing needs images in at least two classes")
-    wanted = np.array(sorted(common), dtype=np.int64)
+    return np.array(sorted(common), dtype=np.int64), classes
 
-    rows: list[ConfigScore] = []
-    stored: list[SweepRow] = []
-    total = len(jobs) * len(chosen_metrics)
-    for model, table, name, p in jobs:
-        fs = FeatureSet(model, name, p)
-        record = records[fs]
-        ids, vectors = session.store.vectors_under(record.id, root_path)
-        keep = np.isin(ids, wanted)
-        ids, vectors = ids[keep], vectors[keep]
-        labels = [labels_by_id[int(i)] for i in ids]
-        depth = next(i for i, layer in enumerate(table) if layer.name == name)
-        for metric in chosen_metrics:
-            result = evaluate(vectors, labels, metric, k)
-            rows.append(ConfigScore(model, name, p, str(metric), depth, result.overall,
-                                    result.per_class))
-            scores = {"overall": asdict(result.overall),
-                      "per_class": {c: asdict(s) for c, s in result.per_class.items()}}
-            stored.append(SweepRow(str(fs), record.preprocessing, str(metric),
-                                   json.dumps(scores), ids,
-                                   result.weighted_p15.astype(np.float32)))
-            if progress:
-                progress("scoring", len(rows), total)
 
-    rows.sort(key=lambda r: (-r.overall.weighted_p15, -r.overall.map, r.model, r.depth,
-                             r.pooling, r.metric))
-    layer_names = {model: names for model, _, names in plans}
-    unlabeled = sum(1 for r in images.values() if r.path not in labels_by_path)
-    settings = {"models": list(layer_names), "layers": layer_names, "poolings": pools,
-                "metrics": [str(m) for m in chosen_metrics], "k": k,
-                "images": len(wanted), "classes": classes}
-    saved = session.store.save_sweep(root_path, json.dumps(settings), stored)
-    return SweepResult(saved, root_path, len(wanted), classes, k, layer_names, rows, reports,
-                       unlabeled, time.perf_counter() - started)
+def _score(session: Context, job: _Job, record: FeatureSetRecord, root_path: str,
+           wanted: npt.NDArray[np.int64], labels_by_id: dict[int, str],
+           metrics: list[Metric], k: int) -> Iterator[tuple[ConfigScore, SweepRow]]:
+    """Yields one configuration's scores under each metric, as shown and as stored."""
+    ids, vectors = session.store.vectors_under(record.id, root_path)
+    keep = np.isin(ids, wanted)
+    ids, vectors = ids[keep], vectors[keep]
+    labels = [labels_by_id[int(i)] for i in ids]
+    depth = next(i for i, layer in enumerate(job.table) if layer.name == job.layer)
+    for metric in metrics:
+        result = evaluate(vectors, labels, metric, k)
+        scores = {"overall": asdict(result.overall),
+                  "per_class": {c: asdict(s) for c, s in result.per_class.items()}}
+        yield (ConfigScore(job.model, job.layer, job.pooling, str(metric), depth,
+                           result.overall, result.per_class),
+               SweepRow(str(job.feature_set), record.preprocessing, str(metric),
+                        json.dumps(scores), ids, result.weighted_p15.astype(np.float32)))

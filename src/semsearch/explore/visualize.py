@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,49 +121,68 @@ def render_channel(net: Any, layer: str, channel: int, *, mean: float | tuple[fl
     generator = torch.Generator().manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     image = _Image(size, settings.decay, generator)
-    mean_t = torch.tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
-    captured: dict[str, Any] = {}
-
-    # A ReLU passes no gradient where it is off, so a dead channel could never wake up: for
-    # an activation layer the objective is its input, which it follows monotonically.
-    rectifier = isinstance(modules[layer], torch.nn.ReLU | torch.nn.ReLU6)
-
-    def hook(_module: Any, inputs: Any, output: Any) -> None:
-        captured["out"] = output
-        captured["pre"] = inputs[0] if rectifier else output
-        raise _Reached
-
-    def activation(pixels: Any, key: str = "pre") -> Any:
-        captured.clear()
-        try:
-            net((pixels * 255.0 - mean_t) / std_t)
-        except _Reached:
-            pass
-        out = captured[key]
-        if not 0 <= channel < out.shape[1]:
-            raise QueryError(f"layer {layer} has {out.shape[1]} channels; there is no "
-                             f"channel {channel}")
-        return out[:, channel].mean()  # over the map, or the value of a 2-D output
-
-    handle = modules[layer].register_forward_hook(hook)
-    frozen = [p.requires_grad for p in net.parameters()]
-    try:
-        for p in net.parameters():
-            p.requires_grad_(False)
+    probe = _ChannelProbe(net, layer, modules[layer], channel, mean, std)
+    with probe.attached():
         optimizer = torch.optim.Adam([image.spectrum], lr=settings.lr)
         for _ in range(settings.steps):
             optimizer.zero_grad()
-            loss = -activation(_transform(image.rgb(), settings, rng))
+            loss = -probe(_transform(image.rgb(), settings, rng))
             loss.backward()
             optimizer.step()
         with torch.no_grad():
             final = image.rgb()
-            value = float(activation(final, "out"))
-    finally:
-        handle.remove()
-        for p, flag in zip(net.parameters(), frozen, strict=True):
-            p.requires_grad_(flag)
+            value = float(probe(final, "out"))
     pixels = (final[0].permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
     return Rendering(pixels, value, time.process_time() - cpu_started,
                      time.perf_counter() - started)
+
+
+class _ChannelProbe:
+    """One channel of one module of a torch network, read by a forward hook that stops the
+    pass there (the rest of the network is not needed)."""
+
+    def __init__(self, net: Any, layer: str, module: Any, channel: int,
+                 mean: float | tuple[float, ...], std: float | tuple[float, ...]) -> None:
+        import torch
+
+        self.net, self.layer, self.module, self.channel = net, layer, module, channel
+        self.mean = torch.tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+        # A ReLU passes no gradient where it is off, so a dead channel could never wake up:
+        # for an activation layer the objective is its input, which it follows monotonically.
+        self.rectifier = isinstance(module, torch.nn.ReLU | torch.nn.ReLU6)
+        self.captured: dict[str, Any] = {}
+
+    def _hook(self, _module: Any, inputs: Any, output: Any) -> None:
+        self.captured["out"] = output
+        self.captured["pre"] = inputs[0] if self.rectifier else output
+        raise _Reached
+
+    def __call__(self, pixels: Any, key: str = "pre") -> Any:
+        """Gives the channel's mean activation (over the map, or the value of a 2-D output)
+        for (1, 3, H, W) pixels in [0, 1]: the objective ("pre"), or the module's output."""
+        self.captured.clear()
+        try:
+            self.net((pixels * 255.0 - self.mean) / self.std)
+        except _Reached:
+            pass
+        out = self.captured[key]
+        if not 0 <= self.channel < out.shape[1]:
+            raise QueryError(f"layer {self.layer} has {out.shape[1]} channels; there is no "
+                             f"channel {self.channel}")
+        return out[:, self.channel].mean()
+
+    @contextmanager
+    def attached(self) -> Iterator[None]:
+        """Hooks the module and freezes the network's weights for a while, then restores
+        both."""
+        handle = self.module.register_forward_hook(self._hook)
+        frozen = [p.requires_grad for p in self.net.parameters()]
+        try:
+            for p in self.net.parameters():
+                p.requires_grad_(False)
+            yield
+        finally:
+            handle.remove()
+            for p, flag in zip(self.net.parameters(), frozen, strict=True):
+                p.requires_grad_(flag)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +27,7 @@ import numpy.typing as npt
 from semsearch.errors import ConfigError, UnknownMetricError
 from semsearch.index.exact import _top_k_smallest
 from semsearch.index.metric import Metric
+from semsearch.index.source import VectorSource
 from semsearch.indexspec import REFINE_SUFFIX, IndexSpec
 
 log = logging.getLogger(__name__)
@@ -34,21 +35,6 @@ log = logging.getLogger(__name__)
 # Approximate search ranks by these; minkowski has no FAISS index besides the flat one.
 APPROX_METRICS = ("cosine", "ip", "euclidean", "sqeuclidean")
 CHUNK = 65_536
-
-
-class VectorSource(Protocol):
-    """A feature set's vectors, read in id order a chunk at a time."""
-
-    @property
-    def count(self) -> int: ...
-
-    @property
-    def dim(self) -> int: ...
-
-    def chunks(self, size: int) -> Iterator[tuple[npt.NDArray[np.int64],
-                                                  npt.NDArray[np.float32]]]: ...
-
-    def sample(self, n: int, seed: int = 0) -> npt.NDArray[np.float32]: ...
 
 
 def auto_spec(count: int, exact_max: int, dim: int = 0) -> IndexSpec:
@@ -262,20 +248,10 @@ def build(source: VectorSource, spec: IndexSpec, metric: Metric, folder: Path, s
 
     if spec.exact:
         raise ValueError("the exact index is built by ExactIndex")
-    n, d = source.count, source.dim
-    fmetric = _faiss_metric(metric)
-    try:
-        index = faiss.index_factory(d, spec.core, fmetric)
-    except RuntimeError as exc:
-        raise ConfigError(f"index {spec} cannot be built for {d}-dimensional vectors: "
-                          f"{str(exc).strip().splitlines()[-1]}") from None
-    nlist = spec.nlist
-    if nlist and n < nlist:
-        raise ConfigError(f"index {spec} needs at least {nlist} vectors to train its "
-                          f"{nlist} lists; the feature set has {n}; use fewer lists or Flat")
+    index = _empty_index(spec, metric, source.count, source.dim)
     started = time.perf_counter()
     if not index.is_trained:
-        sample = _prepare(source.sample(_train_size(spec, n)), metric)
+        sample = _prepare(source.sample(_train_size(spec, source.count)), metric)
         index.train(sample)
         del sample
     log.info("trained %s in %.1fs", spec, time.perf_counter() - started)
@@ -283,11 +259,53 @@ def build(source: VectorSource, spec: IndexSpec, metric: Metric, folder: Path, s
     files = BuiltFiles(
         index=f"{stem}.index",
         ids=f"{stem}.ids.npy",
-        ivfdata=f"{stem}.ivfdata" if nlist and on_disk else None,
+        ivfdata=f"{stem}.ivfdata" if spec.nlist and on_disk else None,
         full=f"{stem}.full.npy" if spec.refine else None,
     )
     for name in files.names():
         (folder / name).unlink(missing_ok=True)
+    shards = _add_vectors(index, source, spec, metric, folder, files, stem, chunk)
+    if files.ivfdata:
+        from faiss.contrib.ondisk import merge_ondisk
+
+        with _stdout_to_stderr():  # FAISS prints its progress on standard output
+            merge_ondisk(index, [os.fspath(folder / s) for s in shards],
+                         os.fspath(folder / files.ivfdata))
+        for s in shards:
+            (folder / s).unlink(missing_ok=True)
+    faiss.write_index(index, os.fspath(folder / files.index))
+    log.info("built %s over %d vectors in %.1fs", spec, source.count,
+             time.perf_counter() - started)
+    return ApproximateIndex.load(folder, files, spec, metric, params), files
+
+
+def _empty_index(spec: IndexSpec, metric: Metric, count: int, dim: int) -> Any:
+    """Gives the FAISS index the spec names, untrained and empty; raises ConfigError if it
+    cannot be built for these vectors."""
+    import faiss
+
+    fmetric = _faiss_metric(metric)
+    try:
+        index = faiss.index_factory(dim, spec.core, fmetric)
+    except RuntimeError as exc:
+        raise ConfigError(f"index {spec} cannot be built for {dim}-dimensional vectors: "
+                          f"{str(exc).strip().splitlines()[-1]}") from None
+    nlist = spec.nlist
+    if nlist and count < nlist:
+        raise ConfigError(f"index {spec} needs at least {nlist} vectors to train its "
+                          f"{nlist} lists; the feature set has {count}; use fewer lists or "
+                          "Flat")
+    return index
+
+
+def _add_vectors(index: Any, source: VectorSource, spec: IndexSpec, metric: Metric,
+                 folder: Path, files: BuiltFiles, stem: str, chunk: int) -> list[str]:
+    """Adds the source's vectors to a trained index a chunk at a time, writing the id map
+    and the full vectors (for re-ranking) as it goes; with on-disk lists each chunk becomes
+    a shard file instead, whose names it gives (to be merged)."""
+    import faiss
+
+    n, d = source.count, source.dim
     ids_out = np.lib.format.open_memmap(folder / files.ids, mode="w+", dtype=np.int64,
                                         shape=(n,))
     full_out = (np.lib.format.open_memmap(folder / files.full, mode="w+", dtype=np.float32,
@@ -307,7 +325,7 @@ def build(source: VectorSource, spec: IndexSpec, metric: Metric, folder: Path, s
             faiss.write_index(shard, os.fspath(folder / name))
             shards.append(name)
             del shard
-        elif nlist:
+        elif spec.nlist:
             index.add_with_ids(x, rows)
         else:
             index.add(x)  # HNSW and the like number rows in order of addition
@@ -317,18 +335,7 @@ def build(source: VectorSource, spec: IndexSpec, metric: Metric, folder: Path, s
     ids_out.flush()
     if full_out is not None:
         full_out.flush()
-    del ids_out, full_out
-    if files.ivfdata:
-        from faiss.contrib.ondisk import merge_ondisk
-
-        with _stdout_to_stderr():  # FAISS prints its progress on standard output
-            merge_ondisk(index, [os.fspath(folder / s) for s in shards],
-                         os.fspath(folder / files.ivfdata))
-        for s in shards:
-            (folder / s).unlink(missing_ok=True)
-    faiss.write_index(index, os.fspath(folder / files.index))
-    log.info("built %s over %d vectors in %.1fs", spec, n, time.perf_counter() - started)
-    return ApproximateIndex.load(folder, files, spec, metric, params), files
+    return shards
 
 
 @contextmanager

@@ -22,7 +22,7 @@ import numpy.typing as npt
 from semsearch.atomic import process_alive, remove_stale_temporaries, write_atomically
 from semsearch.errors import ConfigError
 from semsearch.index import approx
-from semsearch.index.approx import ApproximateIndex, BuiltFiles, SearchParams, VectorSource
+from semsearch.index.approx import ApproximateIndex, BuiltFiles, SearchParams
 from semsearch.index.exact import Calibration, ExactIndex, calibration
 from semsearch.index.manifest import (
     EXPAND_ALPHA,
@@ -36,7 +36,7 @@ from semsearch.index.manifest import (
 from semsearch.index.metric import Metric
 from semsearch.index.pgvector import PGVECTOR, PgVectorIndex, check_metric
 from semsearch.index.protocol import VectorIndex
-from semsearch.index.source import StoreVectors
+from semsearch.index.source import StoreVectors, VectorSource
 from semsearch.index.status import IndexStatus, index_statuses
 from semsearch.indexspec import IndexSpec
 from semsearch.store import FeatureSetRecord, Store

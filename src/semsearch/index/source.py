@@ -4,11 +4,27 @@ a random sample, so an index can be built over more vectors than fit in memory."
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from semsearch.store import Store
+
+
+class VectorSource(Protocol):
+    """A feature set's vectors, read in id order a chunk at a time."""
+
+    @property
+    def count(self) -> int: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def chunks(self, size: int) -> Iterator[tuple[npt.NDArray[np.int64],
+                                                  npt.NDArray[np.float32]]]: ...
+
+    def sample(self, n: int, seed: int = 0) -> npt.NDArray[np.float32]: ...
 
 
 class StoreVectors:

@@ -7,7 +7,9 @@ import hashlib
 import logging
 import os
 from collections import deque
+from collections.abc import Generator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 
 from semsearch.config import cores_or
 from semsearch.embed.extractors import Embedder
@@ -59,54 +61,70 @@ def index_folder(
     run = IndexRun(store, extractor, root)
     decoded: list[Decoded] = []
     moves: list[Move] = []
-    done = 0
-
-    def flush() -> None:
-        nonlocal decoded, moves
-        sets = extractor.embed_sets([d.pixels for d in decoded]) if decoded else []
-        run.write(decoded, sets, moves)
-        decoded, moves = [], []
-
     n_workers = cores_or(workers)
     total = len(run.todo)
     if progress:
         progress(0, total)
-    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="decode") as pool_:
-        pending: deque[tuple[ImageFile, Future[Decoded | Move | Undecodable]]] = deque()
+    ahead = 2 * batch_size + n_workers
+    with closing(_decoding_ahead(extractor, run, n_workers, ahead)) as futures:
+        for done, future in enumerate(futures, start=1):
+            result = _result(run, future)
+            if isinstance(result, Move):
+                moves.append(result)
+            elif result is not None:
+                decoded.append(result)
+            if len(decoded) >= batch_size or len(moves) >= 4 * batch_size:
+                _write(extractor, run, decoded, moves)
+                decoded, moves = [], []
+                if progress:
+                    progress(done, total)
+    if decoded or moves:
+        _write(extractor, run, decoded, moves)
+    report = run.finish()
+    if progress:
+        progress(total, total)
+    return report
+
+
+def _decoding_ahead(extractor: Embedder, run: IndexRun, workers: int, ahead: int
+                    ) -> Generator[Future[Decoded | Move | Undecodable], None, None]:
+    """Yields, in the run's order, the futures of its files being read, hashed and decoded
+    on a thread pool, keeping `ahead` of them under way."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        pending: deque[Future[Decoded | Move | Undecodable]] = deque()
         todo = iter(run.todo)
-        ahead = 2 * batch_size + n_workers
 
         def submit_more() -> None:
             while len(pending) < ahead:
                 item = next(todo, None)
                 if item is None:
                     return
-                pending.append((item[0], pool_.submit(_prepare, extractor, run, *item)))
+                pending.append(pool.submit(_prepare, extractor, run, *item))
 
         submit_more()
         while pending:
-            f, future = pending.popleft()
+            future = pending.popleft()
             submit_more()
-            try:
-                result = future.result()
-            except BadImageError as exc:
-                run.skip(exc.path, exc.reason)
-                log.warning("skipping %s: %s", exc.path, exc.reason)
-            else:
-                if isinstance(result, Move):
-                    moves.append(result)
-                elif isinstance(result, Undecodable):
-                    run.skip(result.path, result.reason, result.stale_id)
-                else:
-                    decoded.append(result)
-            done += 1
-            if len(decoded) >= batch_size or len(moves) >= 4 * batch_size:
-                flush()
-                if progress:
-                    progress(done, total)
-        if decoded or moves:
-            flush()
-    report = run.finish()
-    if progress:
-        progress(total, total)
-    return report
+            yield future
+
+
+def _result(run: IndexRun, future: Future[Decoded | Move | Undecodable]
+            ) -> Decoded | Move | None:
+    """Gives what a file became, or None for a bad file (skipped, with its reason)."""
+    try:
+        result = future.result()
+    except BadImageError as exc:
+        run.skip(exc.path, exc.reason)
+        log.warning("skipping %s: %s", exc.path, exc.reason)
+        return None
+    if isinstance(result, Undecodable):
+        run.skip(result.path, result.reason, result.stale_id)
+        return None
+    return result
+
+
+def _write(extractor: Embedder, run: IndexRun, decoded: list[Decoded], moves: list[Move]
+           ) -> None:
+    """Embeds a batch of decoded files and writes it, with the moves, in one transaction."""
+    sets = extractor.embed_sets([d.pixels for d in decoded]) if decoded else []
+    run.write(decoded, sets, moves)

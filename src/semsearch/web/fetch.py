@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 from semsearch.errors import QueryError
@@ -127,80 +128,107 @@ class _Watchdog:
 def fetch(url: str, policy: FetchPolicy | None = None,
           resolve: Resolver = _resolve) -> bytes:
     """Gives the body of a URL (following checked redirects), or raises FetchError."""
-    import urllib3
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-
     policy = policy or FetchPolicy()
     deadline = time.monotonic() + policy.deadline
     current = url.strip()
     for _ in range(policy.max_redirects + 1):
-        parts = urlsplit(current)
+        target = _Target.of(current)
+        addresses = [check_address(a, policy) for a in resolve(target.host, target.port)]
+        if not addresses:
+            raise FetchError(f"host {target.host!r} has no address")
+        # Connect to the address that was checked, never to a fresh DNS answer.
+        location, body = _get(target, str(addresses[0]), policy, deadline)
+        if location is None:
+            return body
+        current = urljoin(current, location)
+    raise FetchError(f"more than {policy.max_redirects} redirects")
+
+
+class _Target(NamedTuple):
+    """A URL that may be fetched, in the parts a request needs."""
+
+    url: str
+    scheme: str
+    host: str  # ASCII (IDNA)
+    port: int
+    host_header: str
+    path: str  # with the query
+
+    @classmethod
+    def of(cls, url: str) -> _Target:
+        """Gives the URL's parts; raises FetchError for a scheme other than http(s), no
+        host, credentials in the URL, or a bad host name or port."""
+        parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             scheme = f"{parts.scheme}:" if parts.scheme else "a URL without a scheme"
             raise FetchError(f"only http and https URLs can be fetched, not {scheme}")
         if not parts.hostname:
-            raise FetchError(f"the URL {current!r} has no host")
+            raise FetchError(f"the URL {url!r} has no host")
         if parts.username or parts.password:
             raise FetchError("URLs with a user name or password are refused")
         host = _ascii_host(parts.hostname)
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
-            raise FetchError(f"the URL {current!r} has an invalid port") from None
-        addresses = [check_address(a, policy) for a in resolve(host, port)]
-        if not addresses:
-            raise FetchError(f"host {host!r} has no address")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise FetchError("the fetch took too long")
-        # Each blocking connect or read waits at most this long; the watchdog bounds them all.
-        timeout = min(max(policy.connect_timeout, policy.read_timeout), remaining)
+            raise FetchError(f"the URL {url!r} has an invalid port") from None
         shown_host = f"[{host}]" if ":" in host else host
         host_header = shown_host if parts.port is None else f"{shown_host}:{parts.port}"
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        # Connect to the address that was checked, never to a fresh DNS answer.
-        target = str(addresses[0])
-        conn: HTTPConnection
-        if parts.scheme == "https":
-            conn = HTTPSConnection(target, port, timeout=timeout, server_hostname=host,
-                                   assert_hostname=host, cert_reqs="CERT_REQUIRED")
-        else:
-            conn = HTTPConnection(target, port, timeout=timeout)
-        watchdog = _Watchdog(conn, remaining)
+        return cls(url, parts.scheme, host, port, host_header, path)
+
+
+def _get(target: _Target, address: str, policy: FetchPolicy, deadline: float
+         ) -> tuple[str | None, bytes]:
+    """Gives (the Location of a redirect, b"") or (None, the body) of one GET from address,
+    all of it within the deadline; raises FetchError otherwise."""
+    import urllib3
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise FetchError("the fetch took too long")
+    # Each blocking connect or read waits at most this long; the watchdog bounds them all.
+    timeout = min(max(policy.connect_timeout, policy.read_timeout), remaining)
+    conn: HTTPConnection
+    if target.scheme == "https":
+        conn = HTTPSConnection(address, target.port, timeout=timeout,
+                               server_hostname=target.host, assert_hostname=target.host,
+                               cert_reqs="CERT_REQUIRED")
+    else:
+        conn = HTTPConnection(address, target.port, timeout=timeout)
+    watchdog = _Watchdog(conn, remaining)
+    try:
         try:
-            try:
-                conn.request("GET", path, headers={"Host": host_header,
-                                                   "User-Agent": "semsearch",
-                                                   "Accept": "image/*"},
-                             preload_content=False, decode_content=False)
-                response = conn.getresponse()
-            except (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException) as exc:
-                if watchdog.fired:
-                    raise FetchError("the fetch took too long") from None
-                raise FetchError(f"cannot fetch {current}: {exc}") from None
-            if watchdog.fired:  # the socket was shut mid-headers: what came is incomplete
-                raise FetchError("the fetch took too long")
-            if response.status in (301, 302, 303, 307, 308):
-                location = response.headers.get("Location")
-                if not location:
-                    raise FetchError(f"{current} redirects without a Location")
-                current = urljoin(current, location)
-                continue
-            if response.status != 200:
-                raise FetchError(f"{current} answered HTTP {response.status}")
-            try:
-                body = _read_capped(response, policy, deadline)
-            except FetchError:
-                if watchdog.fired:
-                    raise FetchError("the fetch took too long") from None
-                raise
+            conn.request("GET", target.path, headers={"Host": target.host_header,
+                                                      "User-Agent": "semsearch",
+                                                      "Accept": "image/*"},
+                         preload_content=False, decode_content=False)
+            response = conn.getresponse()
+        except (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException) as exc:
             if watchdog.fired:
-                raise FetchError("the fetch took too long")
-            return body
-        finally:
-            watchdog.cancel()
-            conn.close()
-    raise FetchError(f"more than {policy.max_redirects} redirects")
+                raise FetchError("the fetch took too long") from None
+            raise FetchError(f"cannot fetch {target.url}: {exc}") from None
+        if watchdog.fired:  # the socket was shut mid-headers: what came is incomplete
+            raise FetchError("the fetch took too long")
+        if response.status in (301, 302, 303, 307, 308):
+            location = response.headers.get("Location")
+            if not location:
+                raise FetchError(f"{target.url} redirects without a Location")
+            return location, b""
+        if response.status != 200:
+            raise FetchError(f"{target.url} answered HTTP {response.status}")
+        try:
+            body = _read_capped(response, policy, deadline)
+        except FetchError:
+            if watchdog.fired:
+                raise FetchError("the fetch took too long") from None
+            raise
+        if watchdog.fired:
+            raise FetchError("the fetch took too long")
+        return None, body
+    finally:
+        watchdog.cancel()
+        conn.close()
 
 
 def _read_capped(response: object, policy: FetchPolicy, deadline: float) -> bytes:

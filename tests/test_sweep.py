@@ -16,7 +16,7 @@ from semsearch.errors import EvaluationError, FeatureSetError, UnknownLayerError
 from semsearch.evaluate.leaderboard import write_outputs
 from semsearch.evaluate.sweep import auto_layers, choose_layers, run_sweep
 from semsearch.featureset import FeatureSet
-from semsearch.models.network import LayerInfo
+from semsearch.models.layers import LayerInfo
 from semsearch.ranking import evaluate
 from semsearch.session import Session
 

@@ -19,7 +19,7 @@ from semsearch.models.registry import ModelRegistry, ModelSpec, input_key
 from semsearch.models.runtime import Backbone
 
 if TYPE_CHECKING:
-    from semsearch.models.network import LayerInfo
+    from semsearch.models.layers import LayerInfo
 
 _BACKBONES_KEPT = 4
 

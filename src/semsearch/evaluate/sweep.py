@@ -22,7 +22,7 @@ from semsearch.images import folder_class, scan_images
 from semsearch.indexing.local import index_folder
 from semsearch.indexing.plan import IndexReport, Progress
 from semsearch.models.backbone import load_backbone
-from semsearch.models.network import LayerInfo, find_layer
+from semsearch.models.layers import LayerInfo, find_layer
 from semsearch.models.onnx_file import onnx_input
 from semsearch.query.context import Context
 from semsearch.ranking import Scores, evaluate

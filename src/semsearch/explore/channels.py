@@ -41,7 +41,7 @@ def _slug(text: str) -> str:
 
 def check_channel(session: Context, model: str, layer: str, channel: int) -> int:
     """Gives the layer's channel count if `channel` is one of them, else raises."""
-    from semsearch.models.network import find_layer
+    from semsearch.models.layers import find_layer
 
     info = find_layer(session.models.layer_table(model), layer, model)
     if not 0 <= channel < info.channels:

@@ -140,7 +140,7 @@ def _classifier(session: Context, model: str) -> tuple[str, npt.NDArray[np.float
 def top_classes(session: Context, model: str, source: str | bytes,
                 k: int = 5) -> list[ClassGuess]:
     """Gives the model's k most probable ImageNet classes for an image."""
-    from semsearch.models.network import PROBS
+    from semsearch.models.layers import PROBS
 
     spec = session.models.spec(model)
     pixels, _ = decode_input(spec, session.config.max_pixels, source)

@@ -16,7 +16,7 @@ from semsearch.errors import FeatureSetError, NotIndexedError
 from semsearch.featureset import FeatureSet
 from semsearch.indexing.local import index_folder
 from semsearch.indexing.plan import Progress
-from semsearch.models.network import PROBS
+from semsearch.models.layers import PROBS
 from semsearch.query.context import Context
 from semsearch.query.hits import SearchResult, best_existing
 from semsearch.query.text_model import (

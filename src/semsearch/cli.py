@@ -26,6 +26,8 @@ from semsearch.images import check_name
 from semsearch.models.onnx_file import onnx_input
 from semsearch.models.registry import ModelRegistry
 from semsearch.query.hits import FocusClass, SearchResult
+from semsearch.query.written import focused_written
+from semsearch.query.written import means_words as _is_text
 from semsearch.session import Session
 
 RENDER_STEPS = 128  # the default of RenderSettings, without importing it at start-up
@@ -285,17 +287,6 @@ def cmd_index(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def _is_text(query: str) -> bool:
-    """Gives whether a query means words: not an image file, not written like an image file
-    name (a mistyped path is an error), and not an image id."""
-    from semsearch.images import is_supported
-
-    text = query.strip()
-    number = text[3:] if text.startswith("id:") else text
-    return not (os.path.isfile(text) or is_supported(text)
-                or (number.isascii() and number.isdigit()))
-
-
 def cmd_search(args: argparse.Namespace, config: Config) -> int:
     if args.focus is not None and not args.focus.strip():
         raise ConfigError("--focus needs a class name, e.g. --focus cat")
@@ -365,14 +356,11 @@ def _print_hits(args: argparse.Namespace, result: SearchResult, head: dict[str, 
 
 
 def _search_focused(args: argparse.Namespace, config: Config) -> int:
-    from semsearch.query.focus import focused_search
-
     chosen = any(getattr(args, name) is not None
                  for name in ("model", "layer", "pool", "adapter"))
     with _session(config) as session:
-        query = session.search_service().resolve(args.query)
-        record = session.indexed_feature_set(_chosen(args, session) if chosen else None)
-        result = focused_search(session, query, record, args.focus, k=config.k)
+        result = focused_written(session, args.query, args.focus,
+                                 feature_set=_chosen(args, session) if chosen else None)
     focus = result.focus or FocusClass(-1, args.focus)
     seconds = (result.embed_ms + result.search_ms) / 1000
     head = {"query": result.query, "focus": asdict(focus), "feature_set": result.feature_set,
@@ -598,46 +586,33 @@ def _is_loopback(host: str) -> bool:
 def cmd_explore_render(args: argparse.Namespace, config: Config) -> int:
     from dataclasses import replace
 
-    from semsearch.evaluate.sweep import choose_layers
-    from semsearch.explore.channels import channel_image
+    from semsearch.explore.channels import render_layers
     from semsearch.explore.visualize import RenderSettings
-    from semsearch.models.summary import layers as layer_table
 
     if args.channels < 1 or args.steps < 1:
         raise ConfigError("--channels and --steps must be at least 1")
     settings = replace(RenderSettings(), steps=args.steps)
-    registry = _registry()
-    spec = registry.get(args.model)
-    table = layer_table(registry, args.model)
-    chosen = choose_layers(table, _names(args.layers, "--layers"), args.model, spec.default_layer)
-    by_name = {layer.name: layer for layer in table}
-    jobs = [(layer, c) for layer in chosen for c in range(min(args.channels,
-                                                               by_name[layer].channels))]
-    rendered = []
-    with _render_session(config, registry) as session:
+    with _render_session(config, _registry()) as session:
         bar = _Bar(not args.quiet, "rendering")
         try:
-            for done, (layer, channel) in enumerate(jobs):
-                bar(done, len(jobs))
-                rendered.append((layer, channel, channel_image(session, args.model, layer,
-                                                               channel, settings)))
-            bar(len(jobs), len(jobs))
+            result = render_layers(session, args.model, _names(args.layers, "--layers"),
+                                   args.channels, settings, progress=bar)
         finally:
             bar.close()
-    fresh = [item for _, _, item in rendered if not item.cached]
+    fresh = result.fresh
     cpu = sum(item.cpu_seconds for item in fresh)
     if args.json:
-        _print_json({"model": args.model, "layers": chosen, "images": len(rendered),
+        _print_json({"model": args.model, "layers": result.layers, "images": len(result.images),
                      "rendered": len(fresh),
                      "cpu_seconds_per_image": cpu / len(fresh) if fresh else None,
-                     "files": [str(item.path) for _, _, item in rendered]})
+                     "files": [str(item.path) for item in result.images]})
         return 0
-    print(f"{args.model}: {len(rendered)} channel images for {len(chosen)} layers "
-          f"({len(fresh)} rendered now, {len(rendered) - len(fresh)} from the cache)")
+    print(f"{args.model}: {len(result.images)} channel images for {len(result.layers)} layers "
+          f"({len(fresh)} rendered now, {len(result.images) - len(fresh)} from the cache)")
     if fresh:
         print(f"  {cpu / len(fresh):.1f} CPU seconds per image ({args.steps} steps, "
               f"{settings.size} px)")
-    print(f"  in {rendered[0][2].path.parent.parent}")
+    print(f"  in {result.images[0].path.parent.parent}")
     return 0
 
 

@@ -49,6 +49,12 @@ class KnownImageQuery:
 Query = ImageQuery | KnownImageQuery
 
 
+def written_id(text: str) -> str | None:
+    """Gives the digits of an image id written as `id:N` or `N`, or None if text is not one."""
+    number = text[3:] if text.startswith("id:") else text
+    return number if number.isascii() and number.isdigit() else None
+
+
 # A folder of at most this many images, under half of its index, is searched on its own.
 WITHIN_MAX = 50_000
 
@@ -95,8 +101,8 @@ class SearchService:
                 # Changed since it was indexed: its stored vector no longer describes it.
                 return ImageQuery(path=path, exclude=record.id)
             return KnownImageQuery(record.id)
-        number = text[3:] if text.startswith("id:") else text
-        if number.isascii() and number.isdigit():
+        number = written_id(text)
+        if number is not None:
             if len(number) > 18:
                 raise NotIndexedError(f"no image with id {number} in the catalogue")
             self.store.image(int(number))  # raises NotIndexedError if absent

@@ -42,7 +42,7 @@ def channel_weights(session: Context, record: FeatureSetRecord, class_index: int
     the class, negative ones set to 0. The feature set must be the classifiers' input layer
     (pooled any way)."""
     parts = []
-    for model in record.feature_set.model.split("+"):
+    for model in record.feature_set.models:
         spec = session.models.spec(model)
         if spec.classifier is None or record.feature_set.layer != spec.default_layer:
             raise FeatureSetError(

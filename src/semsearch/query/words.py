@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from semsearch.errors import FeatureSetError, NotIndexedError
-from semsearch.featureset import FeatureSet
+from semsearch.featureset import FeatureSet, split_models
 from semsearch.indexing.local import index_folder
 from semsearch.indexing.plan import Progress
 from semsearch.models.network import PROBS
@@ -41,7 +41,7 @@ def text_feature_set(session: Context) -> FeatureSet:
     """Gives the feature set whose vectors text search reads: the configured model's (or
     composite's) class probabilities."""
     model = session.models.plain_feature_set().model
-    for part in model.split("+"):
+    for part in split_models(model):
         spec = session.models.spec(part)
         if spec.classifier is None or spec.class_names is None:
             raise FeatureSetError(f"search by words reads an ImageNet classifier, which {part} "

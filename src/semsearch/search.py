@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from semsearch.errors import NotIndexedError, QueryError
 from semsearch.features import Extractor
-from semsearch.images import printable
+from semsearch.images import printable, real_path
 from semsearch.index.catalog import IndexCatalog, LoadedIndex
 from semsearch.index.exact import ExactIndex, Metric
 from semsearch.store import FeatureSetRecord, ImageRecord, Store
@@ -130,7 +130,7 @@ class SearchService:
                 raise QueryError(f"{printable(text)} is a folder; give one image file")
             if not os.path.isfile(text):
                 raise QueryError(f"{printable(text)} is not a regular file")
-            path = os.path.realpath(text)
+            path = real_path(text)
             if printable(path) != path:
                 return ImageQuery(path=path)  # such a name cannot be in the catalogue
             record = self.store.image_by_path(path)
@@ -182,7 +182,8 @@ class SearchService:
         before_embedding = time.perf_counter()
         vector, exclude = self._query_vector(query, feature_set, loaded)
         embed_ms = (time.perf_counter() - before_embedding) * 1000
-        keep, images = self._nearest(loaded, vector, k, exclude, within)
+        keep, images = self._nearest(loaded, vector, k, exclude,
+                                     real_path(within) if within else None)
         score = loaded.calibration.scores(np.array([d for d, _ in keep]))
         hits = [
             Hit(rank, image_id, images[image_id].path, images[image_id].label, d, float(s))

@@ -3,7 +3,6 @@ extractors (cached per feature set) and the search service."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from semsearch.features import (
     adapted_input_key,
 )
 from semsearch.featureset import FeatureSet
-from semsearch.images import check_name
+from semsearch.images import check_name, real_path
 from semsearch.index.approx import SearchParams
 from semsearch.index.catalog import IndexCatalog, IndexStatus
 from semsearch.index.exact import Metric
@@ -317,7 +316,7 @@ class Session:
     def remove(self, path: str) -> int:
         """Removes every image at or below path from the catalogue; gives how many."""
         check_name(path)
-        target = os.path.realpath(path)
+        target = real_path(path)
         removed = self.store.remove_under(target)
         if removed == 0:
             raise NotIndexedError(f"nothing is indexed at {target}")

@@ -19,7 +19,7 @@ from semsearch.errors import EvaluationError
 from semsearch.evaluate import Scores, evaluate
 from semsearch.features import LayerSweep
 from semsearch.featureset import FeatureSet
-from semsearch.images import folder_class, scan_images
+from semsearch.images import folder_class, real_path, scan_images
 from semsearch.indexing import IndexReport, Progress, index_folder
 from semsearch.models.network import LayerInfo, find_layer
 from semsearch.models.runtime import load_backbone
@@ -118,7 +118,7 @@ class SweepResult:
 def labeled_files(root: str) -> tuple[str, dict[str, str]]:
     """Gives the folder's real path and, for each image file in a class sub-folder, its
     class; raises EvaluationError unless the folder has two classes or more."""
-    root_path = os.path.realpath(root)
+    root_path = real_path(root)
     if not os.path.exists(root_path):
         raise EvaluationError(f"{root_path}: no such file or folder")
     if not os.path.isdir(root_path):

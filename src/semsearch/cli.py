@@ -22,7 +22,7 @@ from semsearch import __version__
 from semsearch.config import Config, default_config_file, resolve, settings
 from semsearch.errors import ConfigError, NotIndexedError, QueryError, SemsearchError
 from semsearch.featureset import FeatureSet
-from semsearch.images import check_name
+from semsearch.images import check_name, real_path
 from semsearch.models.onnx_file import onnx_input
 from semsearch.models.registry import ModelRegistry
 from semsearch.query.hits import FocusClass, SearchResult
@@ -697,9 +697,9 @@ def cmd_remove(args: argparse.Namespace, config: Config) -> int:
     with _session(config) as session:
         removed = session.remove(_path_argument(args.path))
     if args.json:
-        _print_json({"path": os.path.realpath(args.path), "removed": removed})
+        _print_json({"path": real_path(args.path), "removed": removed})
     else:
-        print(f"removed {removed} image(s) under {os.path.realpath(args.path)}")
+        print(f"removed {removed} image(s) under {real_path(args.path)}")
     return 0
 
 

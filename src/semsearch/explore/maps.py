@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from semsearch.images import real_path
 from semsearch.store import FeatureSetRecord, Store
 from semsearch.vectors import l2_normalize
 
@@ -58,6 +59,7 @@ def layout_2d(vectors: npt.NDArray[np.float32], seed: int = 42) -> npt.NDArray[n
 def collection_map(store: Store, record: FeatureSetRecord, root: str) -> Map:
     """Gives the map of the images at or below root for the feature set, from the catalogue
     if it was made from the same vectors, else made now and kept."""
+    root = real_path(root)
     with _locks_guard:
         lock = _locks.setdefault((record.id, root), threading.Lock())
     with lock:  # one computation per map, however many requests ask at once

@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from semsearch.errors import FeatureSetError, NotIndexedError
 from semsearch.featureset import FeatureSet, split_models
+from semsearch.images import real_path
 from semsearch.indexing.local import index_folder
 from semsearch.indexing.plan import Progress
 from semsearch.models.network import PROBS
@@ -59,7 +60,7 @@ def index_text(session: Context, root: str, progress: Progress | None = None,
     """Brings the class probabilities of the images under root up to date (embedding only
     what is new); gives how many were embedded. With max_age, a folder brought up to date
     less than that many seconds ago is not scanned again (a server's repeated queries)."""
-    key = (session.store.catalogue_id, os.path.realpath(root))
+    key = (session.store.catalogue_id, real_path(root))
     if max_age and time.monotonic() - _indexed_at.get(key, -1e9) < max_age:
         return 0
     with _locks_guard:
@@ -90,6 +91,7 @@ def text_vectors(session: Context, root: str = os.sep
                  ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Gives (image ids, text-space vectors) of the images under root, cached until their
     class probabilities change."""
+    root = real_path(root)
     record = _record(session)
     key = (session.store.catalogue_id, record.id, record.preprocessing,
            session.store.version(record.id), root)
@@ -125,7 +127,7 @@ def adapted_text_vectors(session: Context, adapter: str, root: str = os.sep
                               "`semsearch adapt FOLDER --name NAME --text`")
     fs = record.base.adapted(adapter)
     stored = session.store.feature_set(fs, session.models.input_key(fs))
-    return session.store.vectors_under(stored.id, root)
+    return session.store.vectors_under(stored.id, real_path(root))
 
 
 def search_text(session: Context, query: str, *, k: int = 10, root: str = os.sep,

@@ -36,6 +36,7 @@ from semsearch.errors import (
 )
 from semsearch.explore.channels import RenderBusy
 from semsearch.featureset import POOLINGS, FeatureSet
+from semsearch.images import real_path
 from semsearch.index.metric import METRICS, Metric
 from semsearch.models.onnx_file import onnx_input
 from semsearch.models.registry import ModelRegistry
@@ -177,7 +178,7 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
         not swapped for a link (or a folder on its path for one), which could point anywhere
         on this machine."""
         record = sess.store.image(image_id)
-        if os.path.realpath(record.path) != record.path or not os.path.isfile(record.path):
+        if real_path(record.path) != record.path or not os.path.isfile(record.path):
             raise NotIndexedError(f"image {image_id}'s file is gone or was replaced by a "
                                   "link; index its folder again")
         return record

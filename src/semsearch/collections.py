@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,7 +14,7 @@ from semsearch.errors import NotIndexedError
 from semsearch.evaluate import WEIGHTED_DEPTH, weighted_precision_at_15
 from semsearch.featureset import FeatureSet
 from semsearch.images import folder_class
-from semsearch.search import Hit, KnownImageQuery, Query
+from semsearch.search import Hit, KnownImageQuery, Query, ScoredImage
 from semsearch.session import Session
 from semsearch.store import FeatureSetRecord, ImageRecord, Store
 
@@ -121,6 +122,25 @@ class CollectionHit:
     label: str  # the hit's class in the collection ("" when in no class folder)
 
 
+def similarity_percent(cosine: float | None, calibrated: float = 0.0) -> float:
+    """Gives the similarity a person reads, in percent: the cosine similarity (a negative one
+    as 0) when the metric is cosine, else the calibrated score. Cosine similarity reads
+    naturally as a percentage; the calibrated score would put every near-duplicate at
+    100%."""
+    return 100 * max(0.0, cosine) if cosine is not None else 100 * calibrated
+
+
+def scored_hits(collection: Collection, hits: Sequence[ScoredImage],
+                query_label: str | None) -> list[CollectionHit]:
+    """Gives hits scored by cosine similarity (words, focus) as hits of the collection, marked
+    same-class when the query has a class."""
+    return [CollectionHit(
+        Hit(h.rank, h.image.id, h.image.path, h.image.label, 1 - h.score, h.score),
+        (collection.label(h.image.path) == query_label) if query_label else None,
+        similarity_percent(h.score), collection.label(h.image.path) or "")
+        for h in hits]
+
+
 @dataclass(frozen=True)
 class CollectionSearch:
     query: str
@@ -155,11 +175,10 @@ def search_collection(session: Session, collection: Collection, query: Query, *,
     weighted = None
     if relevant is not None:
         weighted = float(weighted_precision_at_15(np.array([relevant[:WEIGHTED_DEPTH]]))[0])
-    # Cosine similarity reads naturally as a percentage; the calibrated score would put
-    # every near-duplicate at 100%.
+    cosine = chosen.name == "cosine"
     hits = [CollectionHit(hit, relevant[i] if relevant is not None else None,
-                          100 * max(0.0, 1 - hit.distance) if chosen.name == "cosine"
-                          else 100 * hit.score, collection.label(hit.path) or "")
+                          similarity_percent(1 - hit.distance if cosine else None, hit.score),
+                          collection.label(hit.path) or "")
             for i, hit in enumerate(result.hits[:k])]
     return CollectionSearch(result.query, label, result.feature_set, result.metric, hits,
                             weighted, result.embed_ms, result.search_ms)

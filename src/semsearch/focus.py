@@ -13,6 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from semsearch.collections import (
+    Collection,
+    CollectionSearch,
+    resolve_feature_set,
+    scored_hits,
+)
 from semsearch.errors import FeatureSetError, QueryError
 from semsearch.expansion import l2_normalize
 from semsearch.search import ImageQuery, KnownImageQuery, Query, ScoredImage, best_existing
@@ -103,3 +109,20 @@ def focused_search(session: Session, query: Query, record: FeatureSetRecord, foc
     hits = best_existing(session.store, ids, scores, k, exclude)
     return FocusResult(query.describe(), target, record.name, hits,
                        time.perf_counter() - started)
+
+
+def focus_collection(session: Session, collection: Collection, query: Query,
+                     feature_set: str | None, focus: str, *, k: int = 10) -> CollectionSearch:
+    """Gives the k images of the collection most similar to the query with respect to the
+    class the words `focus` name (in the collection's default feature set when none is
+    named), marked same-class when the query is one of its images in a class folder."""
+    record = resolve_feature_set(session, collection, feature_set)
+    result = focused_search(session, query, record, focus, k=k, within=collection.root)
+    label = None
+    if isinstance(query, KnownImageQuery):
+        label = collection.label(session.store.image(query.image_id).path)
+    # Nothing is embedded for an indexed image; the whole time is the search's.
+    return CollectionSearch(result.query, label,
+                            f"{result.feature_set}, focus on {result.focus.name}", "cosine",
+                            scored_hits(collection, result.hits, label), None, 0.0,
+                            result.seconds * 1000)

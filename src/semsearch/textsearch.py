@@ -13,8 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from semsearch.collections import Collection, CollectionSearch, scored_hits
 from semsearch.errors import FeatureSetError, NotIndexedError
 from semsearch.featureset import FeatureSet
+from semsearch.images import check_unmoved
 from semsearch.indexing import Progress, index_folder
 from semsearch.models.network import PROBS
 from semsearch.search import ScoredImage, best_existing
@@ -146,6 +148,31 @@ def search_text(session: Session, query: str, *, k: int = 10, root: str = os.sep
     hits = best_existing(session.store, ids, vectors @ q, k)
     done = time.perf_counter()
     return TextResult(text, hits, (embedded - started) * 1000, (done - embedded) * 1000)
+
+
+def search_collection_words(session: Session, collection: Collection, query: str, *,
+                            k: int = 10, fresh_within: float = 60.0) -> CollectionSearch:
+    """Gives the k images of the collection whose text vectors are nearest the words, after
+    embedding the class probabilities of its new images (a folder brought up to date less
+    than `fresh_within` seconds ago is not scanned again: a server's repeated queries)."""
+    check_query(query)  # an empty query is refused before the folder is scanned
+    index_text(session, collection.root, max_age=fresh_within)
+    result = search_text(session, query, k=k, root=collection.root)
+    return CollectionSearch(result.query, None, f"{text_feature_set(session)} (words)",
+                            "cosine", scored_hits(collection, result.hits, None), None,
+                            result.embed_ms, result.search_ms)
+
+
+def fresh_image_tags(session: Session, image_id: int, k: int = 5) -> list[Tag]:
+    """Gives the k words nearest an indexed image's text vector, first embedding its file's
+    class probabilities if it has none yet."""
+    path = session.store.image(image_id).path  # an unknown id says so first
+    try:
+        return image_tags(session, image_id, k)
+    except NotIndexedError:
+        check_unmoved(path, f"image {image_id}")
+        index_text(session, path)
+        return image_tags(session, image_id, k)
 
 
 def image_tags(session: Session, image_id: int, k: int = 5) -> list[Tag]:

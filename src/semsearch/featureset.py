@@ -22,6 +22,11 @@ def check_adapter_name(name: str) -> str:
     return name
 
 
+def model_parts(model: str) -> tuple[str, ...]:
+    """Gives the models a composite model name (`a+b`) joins, in order; one for a plain name."""
+    return tuple(model.split("+"))
+
+
 @dataclass(frozen=True, order=True)
 class FeatureSet:
     model: str
@@ -42,6 +47,11 @@ class FeatureSet:
     def __str__(self) -> str:
         suffix = f":{self.adapter}" if self.adapter else ""
         return f"{self.model}@{self.layer}/{self.pooling}{suffix}"
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Gives the models whose vectors the feature set joins, in order."""
+        return model_parts(self.model)
 
     @property
     def base(self) -> FeatureSet:

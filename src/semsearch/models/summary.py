@@ -40,3 +40,10 @@ def layers(registry: ModelRegistry, name: str,
         return onnx_layer_table(onnx_spec(name, onnx_input or OnnxInput()))
     spec = registry.get(name)
     return layer_table(spec.build(), spec.preprocess.size, spec.classifier)
+
+
+def layer_depths(registry: ModelRegistry, name: str,
+                 onnx_input: OnnxInput | None = None) -> dict[str, int]:
+    """Gives each layer's position in the model's execution order, by layer name (what lists
+    of a model's feature sets sort by)."""
+    return {info.name: depth for depth, info in enumerate(layers(registry, name, onnx_input))}

@@ -290,6 +290,9 @@ class ClassGuessOut(BaseModel):
 
 class WhyOut(BaseModel):
     feature_set: str
+    models: list[str] = Field(description="the feature set's models, in order")
+    layer: str
+    pooling: str
     similarity: float = Field(description="cosine similarity of the two images")
     query_png: str = Field(description="data: URL of the query's heatmap")
     result_png: str = Field(description="data: URL of the result's heatmap")
@@ -299,5 +302,6 @@ class WhyOut(BaseModel):
         def png(data: bytes) -> str:
             return "data:image/png;base64," + base64.b64encode(data).decode()
 
-        return cls(feature_set=str(fs), similarity=maps.similarity,
+        return cls(feature_set=str(fs), models=list(fs.models), layer=fs.layer,
+                   pooling=fs.pooling, similarity=maps.similarity,
                    query_png=png(maps.query_png), result_png=png(maps.result_png))

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from semsearch.errors import BadImageError
+from semsearch.errors import BadImageError, NotIndexedError
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,15 @@ def find_images(root: str | os.PathLike[str]) -> Iterator[ImageFile]:
 def printable(path: str) -> str:
     """Gives the path with undecodable bytes of its name shown as \\xNN escapes."""
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def check_unmoved(path: str, what: str) -> None:
+    """Raises NotIndexedError unless an indexed path still names a regular file reached through
+    no link. Indexing stores real paths, so a link there now (or a folder on the way swapped
+    for one) came since, and could point anywhere on the machine."""
+    if real_path(path) != path or not os.path.isfile(path):
+        raise NotIndexedError(f"{what}'s file is gone or was replaced by a link; index its "
+                              "folder again")
 
 
 def check_name(path: str) -> None:

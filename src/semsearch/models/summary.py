@@ -40,3 +40,4 @@ def layers(registry: ModelRegistry, name: str,
         return onnx_layer_table(onnx_spec(name, onnx_input or OnnxInput()))
     spec = registry.get(name)
     return layer_table(spec.build(), spec.preprocess.size, spec.classifier)
+

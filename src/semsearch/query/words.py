@@ -8,18 +8,20 @@ import json
 import os
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
 
 from semsearch.errors import FeatureSetError, NotIndexedError
 from semsearch.featureset import FeatureSet, split_models
-from semsearch.images import real_path
+from semsearch.images import check_unmoved, real_path
 from semsearch.indexing.local import index_folder
 from semsearch.indexing.plan import Progress
 from semsearch.models.network import PROBS
+from semsearch.query.collection import Collection
 from semsearch.query.context import Context
-from semsearch.query.hits import SearchResult, best_existing
+from semsearch.query.hits import SearchResult, best_existing, relabeled
 from semsearch.query.text_model import (
     Tag,
     check_query,
@@ -146,6 +148,30 @@ def search_text(session: Context, query: str, *, k: int = 10, root: str = os.sep
     source = f"adapter {adapter}" if adapter else str(text_feature_set(session))
     return SearchResult(text, source, "cosine", hits, (embedded - started) * 1000,
                         (done - embedded) * 1000)
+
+
+def search_collection_words(session: Context, collection: Collection, query: str, *,
+                            k: int = 10, fresh_within: float = 60.0) -> SearchResult:
+    """Gives the k images of the collection whose text vectors are nearest the words, after
+    embedding the class probabilities of its new images (a folder brought up to date less
+    than `fresh_within` seconds ago is not scanned again: a server's repeated queries)."""
+    check_query(query)  # an empty query is refused before the folder is scanned
+    index_text(session, collection.root, max_age=fresh_within)
+    result = relabeled(search_text(session, query, k=k, root=collection.root),
+                       collection.label, None)
+    return replace(result, feature_set=f"{result.feature_set} (words)")
+
+
+def fresh_image_tags(session: Context, image_id: int, k: int = 5) -> list[Tag]:
+    """Gives the k words nearest an indexed image's text vector, first embedding its file's
+    class probabilities if it has none yet."""
+    path = session.store.image(image_id).path  # an unknown id says so first
+    try:
+        return image_tags(session, image_id, k)
+    except NotIndexedError:
+        check_unmoved(path, f"image {image_id}")
+        index_text(session, path)
+        return image_tags(session, image_id, k)
 
 
 def image_tags(session: Context, image_id: int, k: int = 5) -> list[Tag]:

@@ -4,12 +4,12 @@ say what it holds, forget a folder."""
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import asdict
 
 from semsearch.cli.arguments import chosen, path_argument
 from semsearch.cli.output import Bar, print_json
 from semsearch.config import Config
+from semsearch.images import real_path
 from semsearch.session import Session
 
 
@@ -68,7 +68,7 @@ def cmd_remove(args: argparse.Namespace, config: Config) -> int:
     with Session(config, create=False) as session:
         removed = session.remove(path_argument(args.path))
     if args.json:
-        print_json({"path": os.path.realpath(args.path), "removed": removed})
+        print_json({"path": real_path(args.path), "removed": removed})
     else:
-        print(f"removed {removed} image(s) under {os.path.realpath(args.path)}")
+        print(f"removed {removed} image(s) under {real_path(args.path)}")
     return 0

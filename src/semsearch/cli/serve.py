@@ -4,7 +4,6 @@ indexing a folder first if given."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import socket
 
 from semsearch.cli.arguments import chosen as _chosen
@@ -24,6 +23,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     import uvicorn
 
     from semsearch.web.app import create_app
+    from semsearch.web.security import serving
 
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be from 1 to 65535, not {args.port}")
@@ -38,27 +38,15 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
                 bar.close()
             print(f"{report.root}: {report.found} images ({report.embedded} embedded, "
                   f"{len(report.failed)} skipped)")
-        generated = not config.token and not _is_loopback(config.host)
-        if generated:
-            import secrets
-
-            config = dataclasses.replace(config, token=secrets.token_urlsafe(24))
-        named = f"[{config.host}]" if ":" in config.host else config.host
-        # A loopback address of another spelling (::1, 127.0.0.2) is a name requests use.
-        app = create_app(config, session=session,
-                         allowed_hosts=tuple(dict.fromkeys(("127.0.0.1", "localhost",
-                                                            config.host, named))))
-        anywhere = config.host in ("0.0.0.0", "::")
-        address = f"http://{socket.gethostname() if anywhere else named}:{args.port}/"
-        if config.token:
-            address += f"?token={config.token}" if generated else "?token=<your token>"
-        print(f"ConvNet Playground: {address}", flush=True)
-        if anywhere:
+        plan = serving(config, args.port)
+        app = create_app(plan.config, session=session, allowed_hosts=plan.allowed_hosts)
+        print(f"ConvNet Playground: {plan.address}", flush=True)
+        if plan.everywhere:
             print(f"  (listening on every address of this machine, {config.host}; use the "
                   "name or address other machines know it by)", flush=True)
         print("  API description at /openapi.json; Ctrl-C stops" + (
             "; every request needs the token (plain HTTP: use it on networks you trust, or "
-            "behind a TLS proxy)" if config.token else ""), flush=True)
+            "behind a TLS proxy)" if plan.config.token else ""), flush=True)
         uvicorn.run(app, host=config.host, port=args.port, log_level="warning")
     return 0
 
@@ -74,15 +62,3 @@ def _check_listen(host: str, port: int) -> None:
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host} port {port}: {exc.strerror or exc}"
                           ) from None
-
-
-def _is_loopback(host: str) -> bool:
-    """Gives whether host is this machine only (127.0.0.0/8, ::1, localhost)."""
-    import ipaddress
-
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a name that may resolve to any interface

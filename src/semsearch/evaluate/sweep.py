@@ -18,7 +18,7 @@ import numpy as np
 from semsearch.embed.extractors import LayerSweep
 from semsearch.errors import EvaluationError
 from semsearch.featureset import FeatureSet, check_pooling
-from semsearch.images import folder_class, scan_images
+from semsearch.images import folder_class, real_path, scan_images
 from semsearch.indexing.local import index_folder
 from semsearch.indexing.plan import IndexReport, Progress
 from semsearch.models.backbone import load_backbone
@@ -75,7 +75,7 @@ class SweepResult:
 def labeled_files(root: str) -> tuple[str, dict[str, str]]:
     """Gives the folder's real path and, for each image file in a class sub-folder, its
     class; raises EvaluationError unless the folder has two classes or more."""
-    root_path = os.path.realpath(root)
+    root_path = real_path(root)
     if not os.path.exists(root_path):
         raise EvaluationError(f"{root_path}: no such file or folder")
     if not os.path.isdir(root_path):

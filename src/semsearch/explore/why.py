@@ -85,7 +85,7 @@ def similarity_maps(session: Context, fs: FeatureSet, query: str | bytes,
                     result: str | bytes) -> SimilarityMaps:
     """Gives where two images' similarity comes from, for a feature set with a spatial
     layer: each image with its share map drawn over it."""
-    models = fs.model.split("+")
+    models = fs.models
     shares_q: list[npt.NDArray[np.float64]] = []
     shares_r: list[npt.NDArray[np.float64]] = []
     similarity = 0.0

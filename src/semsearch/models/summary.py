@@ -44,3 +44,4 @@ def layers(registry: ModelRegistry, name: str,
 
     spec = registry.get(name)
     return layer_table(spec.build(), spec.preprocess.size, spec.classifier)
+

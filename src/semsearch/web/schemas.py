@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the explorer's modules load what rendering needs; a type is
     from semsearch.explore.channels import TopImage
     from semsearch.explore.maps import ShownMap
     from semsearch.explore.why import SimilarityMaps
-    from semsearch.models.network import LayerInfo
+    from semsearch.models.layers import LayerInfo
     from semsearch.query.collection import (
         Collection,
         CollectionFeatureSet,

@@ -3,7 +3,7 @@
 Generates N camera-sized (6 MP, JPEG q90) photos from ../shared/datasets/{iconic200,fashion200}
 in a temporary folder, then measures, in one run:
 
-* e2e: `semsearch.indexing.plan.index_folder` over all N files (images per second);
+* e2e: `semsearch.indexing.local.index_folder` over all N files (images per second);
 * naive: the original prototype's way, one image at a time, full-size decode, torch eager;
 * bound: what decode plus inference could reach on this machine if overlapped perfectly,
   cores / (decode_s + cores / inference_img_s), from single-thread decode time per image and

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from semsearch.config import resolve
+from semsearch.images import real_path
 from semsearch.query import service as search_module
 from semsearch.query.service import KnownImageQuery
 from semsearch.session import Session
@@ -51,7 +52,7 @@ def main() -> int:
         with Session(config) as session:
             for name in ("caltech101", "iconic200"):
                 session.index(str(DATASETS / name))
-            folder = str(DATASETS / "iconic200")
+            folder = real_path(DATASETS / "iconic200")  # as the catalogue stores it
             ids = sorted(r.id for r in session.store.images_under(folder).values())
             timed(session, ids[:20], folder)  # warm: index and folder index loaded
             own, own_hits = timed(session, ids, folder)

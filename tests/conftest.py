@@ -14,12 +14,15 @@ import pytest
 from PIL import Image
 
 from semsearch.config import resolve
+from semsearch.images import real_path
 from semsearch.models.preprocess import Preprocess
 from semsearch.models.registry import ModelRegistry, ModelSpec, default_registry
 from semsearch.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ROOT.parent / "shared" / "datasets"
+# Resolved as indexing resolves the folders it stores, so that the paths tests build from it
+# are the catalogue's even when ../shared is a link.
+DATASETS = Path(real_path(ROOT.parent / "shared" / "datasets"))
 
 
 def tiny_net(seed: int = 0):  # type: ignore[no-untyped-def]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from tests.conftest import dataset, labeled_folder
+from tests.rankings import assert_same_ranking
 
 from semsearch.errors import NotIndexedError, QueryError, UnknownLayerError
 from semsearch.explore.channels import activation_overlay, channel_image, top_activating
@@ -93,7 +94,9 @@ def test_top_activating_images(tiny_session: Session, photos: Path) -> None:
         pixels, _ = decode_input(spec, 10**8, str(path))
         every[str(path)] = float(backbone.run(pixels[None])["block"][0, 4].max())
     best = sorted(every.items(), key=lambda kv: -kv[1])[:5]
-    assert [t.image.path for t in top] == [path for path, _ in best]
+    # A batch and single images are two runs of the network: ties may fall either way.
+    assert_same_ranking([t.image.path for t in top], values, [path for path, _ in best],
+                        [v for _, v in best], tol=1e-4)
     np.testing.assert_allclose(values, [v for _, v in best], rtol=1e-5)
     png = activation_overlay(tiny_session, top[0].image.path, "tiny", "block", 4)
     assert Image.open(io.BytesIO(png)).size == (32, 32)

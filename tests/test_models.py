@@ -11,7 +11,8 @@ from tests.conftest import TINY
 from semsearch.embed.pooling import pool, pooled_dim
 from semsearch.errors import FeatureSetError, UnknownLayerError, UnknownModelError
 from semsearch.featureset import FeatureSet
-from semsearch.models.network import PROBS, find_layer, layer_table
+from semsearch.models.layers import PROBS, find_layer
+from semsearch.models.network import layer_table
 from semsearch.models.registry import default_registry
 from semsearch.models.runtime import OnnxBackbone, TorchBackbone, graph_key
 

@@ -19,7 +19,7 @@ from tests.conftest import dataset
 from semsearch.config import resolve
 from semsearch.index.metric import Metric
 from semsearch.indexing.local import index_folder
-from semsearch.models.network import PROBS
+from semsearch.models.layers import PROBS
 from semsearch.models.registry import default_registry
 from semsearch.models.runtime import OnnxBackbone, TorchBackbone
 from semsearch.query.service import KnownImageQuery

@@ -26,7 +26,8 @@ from semsearch.web.fetch import FetchPolicy
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from semsearch.web.app import BODY_MAX_BYTES, TOKEN_COOKIE, create_app  # noqa: E402
+from semsearch.web.app import create_app  # noqa: E402
+from semsearch.web.security import BODY_MAX_BYTES, TOKEN_COOKIE  # noqa: E402
 
 UPLOAD_MAX = 200_000
 TOKEN = "s3cret-token-for-tests-0123456789"

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from semsearch.errors import BadImageError
+from semsearch.errors import BadImageError, NotIndexedError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,14 @@ class ImageFile:
     @property
     def label(self) -> str:
         return os.path.basename(os.path.dirname(self.path))
+
+
+def real_path(path: str | os.PathLike[str]) -> str:
+    """Gives the path as the catalogue stores it: absolute, with every symbolic link on the
+    way resolved. Indexing stores such paths, so every path a person gives (a folder to
+    search, list or remove, a query file) goes through here before it is looked up; the
+    store compares paths as given and never touches the disk."""
+    return os.path.realpath(os.fspath(path))
 
 
 def folder_class(root: str, path: str) -> str | None:
@@ -91,7 +99,7 @@ def _add_file(scan: Scan, path: str, root: str) -> None:
         scan.problems.append((printable(path), "not a regular file"))
         return
     if os.path.islink(path):
-        target = os.path.realpath(path)
+        target = real_path(path)
         if not _inside(target, root):
             # Whoever can write in the folder could point it at any picture of this
             # machine, which the server would then show.
@@ -112,7 +120,7 @@ def scan_images(root: str | os.PathLike[str]) -> Scan:
     """Gives the supported image files under root (or root itself if it is a file), sorted,
     skipping hidden files and folders. root is resolved to its real path; folder symlinks are
     not followed (so loops cannot occur), and file links into root are not indexed twice."""
-    root_path = os.path.realpath(os.fspath(root))
+    root_path = real_path(root)
     scan = Scan()
     if not os.path.isdir(root_path):
         if is_supported(root_path):
@@ -146,6 +154,15 @@ def find_images(root: str | os.PathLike[str]) -> Iterator[ImageFile]:
 def printable(path: str) -> str:
     """Gives the path with undecodable bytes of its name shown as \\xNN escapes."""
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def check_unmoved(path: str, what: str) -> None:
+    """Raises NotIndexedError unless an indexed path still names a regular file reached through
+    no link. Indexing stores real paths, so a link there now (or a folder on the way swapped
+    for one) came since, and could point anywhere on the machine."""
+    if real_path(path) != path or not os.path.isfile(path):
+        raise NotIndexedError(f"{what}'s file is gone or was replaced by a link; index its "
+                              "folder again")
 
 
 def check_name(path: str) -> None:

@@ -25,7 +25,7 @@ from semsearch.query.written import indexed_feature_set, search_written
 from semsearch.store import FeatureSetRecord, Store
 
 if TYPE_CHECKING:
-    from semsearch.models.network import LayerInfo
+    from semsearch.models.layers import LayerInfo
     from semsearch.query.text_model import TextModel
 
 __all__ = ["CatalogueInfo", "FeatureSetInfo", "Session", "open_store"]

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from semsearch.embed.pooling import pool, pooled_dim
-from semsearch.featureset import FeatureSet
+from semsearch.featureset import FeatureSet, join_models
 from semsearch.images import OpenedImage, open_image
 from semsearch.models.registry import ModelSpec, input_key
 from semsearch.models.runtime import Backbone
@@ -128,7 +128,7 @@ class CompositeExtractor:
 
     @property
     def preprocessing(self) -> str:
-        return "+".join(part.preprocessing for part in self.parts)
+        return join_models([part.preprocessing for part in self.parts])
 
     @property
     def outputs(self) -> tuple[tuple[FeatureSet, int], ...]:

@@ -12,14 +12,14 @@ from semsearch.config import Config
 from semsearch.embed.build import AdapterWeights, ExtractorSettings, build_extractor
 from semsearch.embed.extractors import Extractor, adapted_input_key
 from semsearch.errors import FeatureSetError
-from semsearch.featureset import FeatureSet, check_pooling, split_models
+from semsearch.featureset import FeatureSet, check_pooling, join_models, split_models
 from semsearch.models.backbone import load_backbone
 from semsearch.models.onnx_file import is_onnx_name, onnx_input, onnx_spec
 from semsearch.models.registry import ModelRegistry, ModelSpec, input_key
 from semsearch.models.runtime import Backbone
 
 if TYPE_CHECKING:
-    from semsearch.models.network import LayerInfo
+    from semsearch.models.layers import LayerInfo
 
 _BACKBONES_KEPT = 4
 
@@ -125,7 +125,7 @@ class Models:
     def input_key(self, fs: FeatureSet) -> str:
         """Gives how the feature set's models are fed (and for an adapted set, which
         weights project it), as stored beside its vectors."""
-        key = "+".join(input_key(spec) for spec in self.specs(fs))
+        key = join_models([input_key(spec) for spec in self.specs(fs)])
         if fs.adapter:
             return adapted_input_key(key, self.adapter(fs).digest)
         return key

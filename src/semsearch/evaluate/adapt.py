@@ -29,6 +29,7 @@ from semsearch.errors import (
 )
 from semsearch.evaluate.sweep import labeled_files
 from semsearch.featureset import FeatureSet, check_adapter_name
+from semsearch.images import real_path
 from semsearch.indexing.local import index_folder
 from semsearch.indexing.plan import IndexReport, Progress
 from semsearch.query.context import Context
@@ -178,7 +179,7 @@ def read_captions(csv_path: str, root: str) -> dict[str, str]:
 
     captions: dict[str, str] = {}
     lines: dict[str, int] = {}
-    prefix = os.path.realpath(root).rstrip(os.sep) + os.sep
+    prefix = real_path(root).rstrip(os.sep) + os.sep
     outside = 0
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
@@ -188,7 +189,7 @@ def read_captions(csv_path: str, root: str) -> dict[str, str]:
                     continue
                 if len(row) < 2 or not row[0].strip() or not row[1].strip():
                     raise ConfigError(f"{csv_path} line {number}: expected `path,caption`")
-                path = os.path.realpath(os.path.join(root, row[0].strip()))
+                path = real_path(os.path.join(root, row[0].strip()))
                 if not path.startswith(prefix):
                     outside += 1
                     continue
@@ -266,8 +267,9 @@ def _labels(root: str, captions: dict[str, str] | None) -> tuple[str, dict[str, 
     folder's name, or the image's caption."""
     if captions is None:
         return labeled_files(root)  # refused before any embedding
-    root_path = os.path.realpath(root)
-    labels_by_path = {path: caption for path, caption in captions.items()
+    root_path = real_path(root)
+    resolved = {real_path(path): caption for path, caption in captions.items()}
+    labels_by_path = {path: caption for path, caption in resolved.items()
                       if path.startswith(root_path.rstrip(os.sep) + os.sep)}
     if len(set(labels_by_path.values())) < 2:
         raise EvaluationError(f"the captions name fewer than two different texts for "

@@ -20,65 +20,21 @@ import numpy.typing as npt
 from semsearch.embed.extractors import LayerSweep
 from semsearch.errors import EvaluationError
 from semsearch.featureset import FeatureSet, check_pooling
-from semsearch.images import folder_class, scan_images
+from semsearch.images import folder_class, real_path, scan_images
 from semsearch.index.metric import Metric
 from semsearch.indexing.local import index_folder
 from semsearch.indexing.plan import IndexReport, Progress
 from semsearch.models.backbone import load_backbone
-from semsearch.models.network import LayerInfo, find_layer
+from semsearch.models.layers import AUTO, LayerInfo, choose_layers
 from semsearch.models.onnx_file import onnx_input
 from semsearch.query.context import Context
 from semsearch.ranking import Scores, evaluate
 from semsearch.store import FeatureSetRecord, SweepRecord, SweepRow
 
-AUTO = "auto"
-AUTO_COUNT = 8
 _SWEEP_BATCH = 8
-
-
-def _is_conv(layer: LayerInfo) -> bool:
-    # torch's Conv2d and its subclasses (Conv2dStaticSamePadding), and ONNX's Conv node.
-    return layer.type.startswith("Conv") and "Transpose" not in layer.type
 
 # (stage, done, total): stage is "embedding MODEL" or "scoring".
 SweepProgress = Callable[[str, int, int], None]
-
-
-def auto_layers(table: Sequence[LayerInfo], count: int = AUTO_COUNT,
-                feature_layer: str | None = None) -> list[str]:
-    """Gives `count` layers in network order: convolutional layers with trainable weights
-    spread evenly over the depth, first and last included, and the model's feature layer
-    (its default for search) when it has a spatial map, so the sweep always shows the
-    layer search uses next to raw convolution outputs."""
-    convs = [layer for layer in table if _is_conv(layer) and layer.params > 0 and layer.height]
-    extra = [layer for layer in table if layer.name == feature_layer and layer.height
-             and layer not in convs]
-    wanted = count - len(extra)
-    if not convs and not extra:
-        raise EvaluationError("the model has no convolutional layers with weights; "
-                              "name layers with --layers")
-    if len(convs) > wanted:
-        picks = np.unique(np.round(np.linspace(0, len(convs) - 1, wanted)).astype(int))
-        convs = [convs[i] for i in picks]
-    chosen = {layer.name for layer in convs + extra}
-    return [layer.name for layer in table if layer.name in chosen]
-
-
-def choose_layers(table: Sequence[LayerInfo], requested: Sequence[str], model: str,
-                  feature_layer: str | None = None) -> list[str]:
-    """Gives the layers to sweep, in network order: `auto` expands to `auto_layers`, other
-    names must be layers of the model with a spatial map."""
-    names: set[str] = set()
-    for item in requested:
-        if item == AUTO:
-            names.update(auto_layers(table, feature_layer=feature_layer))
-        else:
-            layer = find_layer(table, item, model)
-            if not layer.height:
-                raise EvaluationError(f"{model} layer {item} has no spatial map to pool "
-                                      "(choose a convolutional layer)")
-            names.add(layer.name)
-    return [layer.name for layer in table if layer.name in names]
 
 
 def _stage(progress: SweepProgress | None, stage: str) -> Progress | None:
@@ -122,7 +78,7 @@ class SweepResult:
 def labeled_files(root: str) -> tuple[str, dict[str, str]]:
     """Gives the folder's real path and, for each image file in a class sub-folder, its
     class; raises EvaluationError unless the folder has two classes or more."""
-    root_path = os.path.realpath(root)
+    root_path = real_path(root)
     if not os.path.exists(root_path):
         raise EvaluationError(f"{root_path}: no such file or folder")
     if not os.path.isdir(root_path):

@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from semsearch.embed.pooling import pool
 from semsearch.errors import BadImageError, NotIndexedError, QueryError, SemsearchError
 from semsearch.explore.heatmap import overlay, png
 from semsearch.explore.visualize import RenderSettings, render_channel
+from semsearch.indexing.plan import Progress
+from semsearch.models.layers import choose_layers
 from semsearch.query.collection import Collection, collection_images
 from semsearch.query.context import Context
 from semsearch.store import ImageRecord
@@ -41,7 +44,7 @@ def _slug(text: str) -> str:
 
 def check_channel(session: Context, model: str, layer: str, channel: int) -> int:
     """Gives the layer's channel count if `channel` is one of them, else raises."""
-    from semsearch.models.network import find_layer
+    from semsearch.models.layers import find_layer
 
     info = find_layer(session.models.layer_table(model), layer, model)
     if not 0 <= channel < info.channels:
@@ -107,6 +110,40 @@ def channel_image(session: Context, model: str, layer: str, channel: int,
     write_bytes_atomically(info, json.dumps(meta).encode())
     return ChannelImage(target, rendering.activation, rendering.cpu_seconds,
                         rendering.seconds, False)
+
+
+@dataclass(frozen=True)
+class RenderedLayers:
+    """The channel images of several layers of a model, layer by layer, channels in order."""
+
+    model: str
+    layers: list[str]
+    images: list[ChannelImage]
+
+    @property
+    def fresh(self) -> list[ChannelImage]:
+        """Gives the images rendered now (not found in the cache)."""
+        return [image for image in self.images if not image.cached]
+
+
+def render_layers(session: Context, model: str, layers: Sequence[str], channels: int,
+                  settings: RenderSettings | None = None,
+                  progress: Progress | None = None) -> RenderedLayers:
+    """Gives the feature visualizations of the first `channels` channels of each layer
+    (`auto`: layers spread over the depth), from the cache or rendered now, one at a time."""
+    spec = session.models.registry.get(model)  # a registered model: rendering needs torch
+    table = session.models.layer_table(model)
+    chosen = choose_layers(table, layers, model, spec.default_layer)
+    by_name = {layer.name: layer for layer in table}
+    jobs = [(layer, c) for layer in chosen for c in range(min(channels, by_name[layer].channels))]
+    images = []
+    for done, (layer, channel) in enumerate(jobs):
+        if progress is not None:
+            progress(done, len(jobs))
+        images.append(channel_image(session, model, layer, channel, settings))
+    if progress is not None:
+        progress(len(jobs), len(jobs))
+    return RenderedLayers(model, chosen, images)
 
 
 @dataclass(frozen=True)

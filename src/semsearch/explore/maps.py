@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from semsearch.images import folder_class, real_path
 from semsearch.store import FeatureSetRecord, Store
 from semsearch.vectors import l2_normalize
 
@@ -58,6 +60,7 @@ def layout_2d(vectors: npt.NDArray[np.float32], seed: int = 42) -> npt.NDArray[n
 def collection_map(store: Store, record: FeatureSetRecord, root: str) -> Map:
     """Gives the map of the images at or below root for the feature set, from the catalogue
     if it was made from the same vectors, else made now and kept."""
+    root = real_path(root)
     with _locks_guard:
         lock = _locks.setdefault((record.id, root), threading.Lock())
     with lock:  # one computation per map, however many requests ask at once
@@ -72,3 +75,22 @@ def collection_map(store: Store, record: FeatureSetRecord, root: str) -> Map:
         coords = layout_2d(vectors)
         store.save_map(record.id, root, version, ids, coords)
         return Map(ids, coords, version)
+
+
+@dataclass(frozen=True)
+class ShownMap:
+    map: Map  # the images whose files are still there, where the whole map placed them
+    labels: list[str]  # each one's class folder under root ("" for none)
+
+
+def shown_map(store: Store, record: FeatureSetRecord, root: str) -> ShownMap:
+    """Gives the map of the images at or below root (see collection_map) without those whose
+    files are gone, with their classes. The others keep their places: the map is not made
+    again for a deleted file."""
+    made = collection_map(store, record, root)
+    records = store.images(made.image_ids)
+    kept = [i for i, image_id in enumerate(made.image_ids.tolist())
+            if image_id in records and os.path.isfile(records[image_id].path)]
+    ids = made.image_ids[kept]
+    return ShownMap(Map(ids, made.coords[kept], made.version),
+                    [folder_class(root, records[int(i)].path) or "" for i in ids])

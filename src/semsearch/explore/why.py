@@ -85,7 +85,7 @@ def similarity_maps(session: Context, fs: FeatureSet, query: str | bytes,
                     result: str | bytes) -> SimilarityMaps:
     """Gives where two images' similarity comes from, for a feature set with a spatial
     layer: each image with its share map drawn over it."""
-    models = fs.model.split("+")
+    models = fs.models
     shares_q: list[npt.NDArray[np.float64]] = []
     shares_r: list[npt.NDArray[np.float64]] = []
     similarity = 0.0
@@ -140,7 +140,7 @@ def _classifier(session: Context, model: str) -> tuple[str, npt.NDArray[np.float
 def top_classes(session: Context, model: str, source: str | bytes,
                 k: int = 5) -> list[ClassGuess]:
     """Gives the model's k most probable ImageNet classes for an image."""
-    from semsearch.models.network import PROBS
+    from semsearch.models.layers import PROBS
 
     spec = session.models.spec(model)
     pixels, _ = decode_input(spec, session.config.max_pixels, source)

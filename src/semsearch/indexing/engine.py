@@ -3,11 +3,9 @@ search index built; and forgetting a path."""
 
 from __future__ import annotations
 
-import os
-
 from semsearch.errors import NotIndexedError
 from semsearch.featureset import FeatureSet
-from semsearch.images import check_name
+from semsearch.images import check_name, real_path
 from semsearch.index.metric import Metric
 from semsearch.indexing.local import index_folder
 from semsearch.indexing.plan import IndexReport, Progress
@@ -41,7 +39,7 @@ def index_path(work: Workspace, path: str, *, feature_set: FeatureSet | None = N
 def forget(store: Store, path: str) -> int:
     """Removes every image at or below path from the catalogue; gives how many."""
     check_name(path)
-    target = os.path.realpath(path)
+    target = real_path(path)
     removed = store.remove_under(target)
     if removed == 0:
         raise NotIndexedError(f"nothing is indexed at {target}")

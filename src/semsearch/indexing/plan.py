@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from semsearch.embed.extractors import Embedder
 from semsearch.errors import BadImageError
-from semsearch.images import ImageFile, Scan, check_name, scan_images
+from semsearch.images import ImageFile, Scan, check_name, real_path, scan_images
 from semsearch.store import ImageRecord, Move, NewImage, Store
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class IndexRun:
 
     def __init__(self, store: Store, embedder: Embedder, root: str | os.PathLike[str]) -> None:
         self.started = time.perf_counter()
-        root_path = os.path.realpath(os.fspath(root))
+        root_path = real_path(root)
         check_name(root_path)
         if not os.path.exists(root_path):
             raise BadImageError(root_path, "no such file or folder")

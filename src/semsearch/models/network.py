@@ -1,39 +1,21 @@
-"""The layers of a torch network as the framework names them, and a wrapper that feeds it
-raw uint8 images and returns any set of layer outputs from one forward pass."""
+"""The layers of a torch network as the framework names them (as models.layers records),
+and a wrapper that feeds it raw uint8 images and returns any set of layer outputs from one
+forward pass. Only what needs torch lives here."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from semsearch.errors import UnknownLayerError
-
-PROBS = "probs"
+from semsearch.models.layers import PROBS, LayerInfo
 
 # Modules that are called once but add nothing a user would look at.
 _SKIPPED_TYPES = (nn.Dropout, nn.Identity, nn.ZeroPad2d, nn.ModuleList, nn.Sequential)
 # Padding helpers some implementations define under their own class of this name.
 _SKIPPED_TYPE_NAMES = frozenset({"Identity"})
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """One addressable layer: its module name, type and output shape for one image."""
-
-    name: str
-    type: str
-    channels: int
-    height: int
-    width: int
-    stride: int
-    params: int
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (self.channels, self.height, self.width) if self.height else (self.channels,)
 
 
 def _own_params(module: nn.Module) -> int:
@@ -86,19 +68,6 @@ def layer_table(net: nn.Module, input_size: int, classifier: str | None = None) 
         head = next(layer for layer in table if layer.name == classifier)
         table.append(LayerInfo(PROBS, "Softmax", head.channels, 0, 0, 0, 0))
     return table
-
-
-def find_layer(table: Sequence[LayerInfo], name: str, model: str) -> LayerInfo:
-    """Gives the named layer or raises UnknownLayerError naming a few valid ones."""
-    for layer in table:
-        if layer.name == name:
-            return layer
-    names = [layer.name for layer in table]
-    shown = ", ".join(names[-12:])
-    raise UnknownLayerError(
-        f"model {model} has no layer {name!r}; it has {len(names)} layers, the last ones: "
-        f"{shown} (see `semsearch layers {model}`)"
-    )
 
 
 class Taps(nn.Module):

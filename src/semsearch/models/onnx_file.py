@@ -19,7 +19,7 @@ import numpy.typing as npt
 from semsearch.atomic import write_atomically
 from semsearch.config import Config
 from semsearch.errors import UnknownLayerError, UnknownModelError
-from semsearch.models.network import LayerInfo, find_layer
+from semsearch.models.layers import LayerInfo, find_layer
 from semsearch.models.preprocess import Preprocess
 from semsearch.models.registry import ModelSpec, file_sha256
 from semsearch.models.runtime import cached_session

@@ -43,7 +43,8 @@ class TorchBackbone:
     def __init__(self, spec: ModelSpec, layers: Sequence[str], threads: int = 0) -> None:
         import torch
 
-        from semsearch.models.network import Taps, find_layer, layer_table
+        from semsearch.models.layers import find_layer
+        from semsearch.models.network import Taps, layer_table
 
         if threads:
             torch.set_num_threads(threads)
@@ -87,7 +88,8 @@ def export_onnx(spec: ModelSpec, layers: Sequence[str], path: Path) -> None:
     atomically, so a concurrent reader never sees half a file."""
     import torch
 
-    from semsearch.models.network import Taps, find_layer, layer_table
+    from semsearch.models.layers import find_layer
+    from semsearch.models.network import Taps, layer_table
 
     net = spec.build()
     table = layer_table(net, spec.preprocess.size, spec.classifier)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from semsearch.models.network import LayerInfo, layer_table
+from semsearch.models.layers import LayerInfo
 from semsearch.models.onnx_file import OnnxInput, is_onnx_name, onnx_layer_table, onnx_spec
 from semsearch.models.registry import ModelRegistry
 
@@ -22,6 +22,8 @@ class ModelSummary:
 
 def summarize(registry: ModelRegistry) -> list[ModelSummary]:
     """Gives every registered model, smallest (by parameter count) first."""
+    from semsearch.models.network import layer_table  # building the networks needs torch
+
     rows = []
     for spec in registry.specs():
         net = spec.build()
@@ -38,5 +40,8 @@ def layers(registry: ModelRegistry, name: str,
     tensors)."""
     if is_onnx_name(name):
         return onnx_layer_table(onnx_spec(name, onnx_input or OnnxInput()))
+    from semsearch.models.network import layer_table  # a registered model's table needs torch
+
     spec = registry.get(name)
     return layer_table(spec.build(), spec.preprocess.size, spec.classifier)
+

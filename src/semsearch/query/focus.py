@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
 
 from semsearch.errors import FeatureSetError, QueryError
+from semsearch.query.collection import Collection, labeled, resolve_feature_set
 from semsearch.query.context import Context
 from semsearch.query.hits import FocusClass, SearchResult, best_existing
 from semsearch.query.service import Query
@@ -42,7 +44,7 @@ def channel_weights(session: Context, record: FeatureSetRecord, class_index: int
     the class, negative ones set to 0. The feature set must be the classifiers' input layer
     (pooled any way)."""
     parts = []
-    for model in record.feature_set.model.split("+"):
+    for model in record.feature_set.models:
         spec = session.models.spec(model)
         if spec.classifier is None or record.feature_set.layer != spec.default_layer:
             raise FeatureSetError(
@@ -74,3 +76,17 @@ def focused_search(session: Context, query: Query, record: FeatureSetRecord, foc
     hits = best_existing(session.store, ids, scores, k, exclude)
     return SearchResult(query.describe(), record.name, "cosine", hits, 0.0,
                         (time.perf_counter() - started) * 1000, focus=target)
+
+
+def focus_collection(session: Context, collection: Collection, query: Query,
+                     feature_set: str | None, focus: str, *, k: int = 10) -> SearchResult:
+    """Gives the k images of the collection most similar to the query with respect to the
+    class the words `focus` name (in the collection's default feature set when none is
+    named), labeled by class and marked same-class when the query is one of its images in
+    a class folder."""
+    record = resolve_feature_set(session, collection, feature_set)
+    result = labeled(session, collection,
+                     focused_search(session, query, record, focus, k=k, within=collection.root),
+                     query)
+    name = result.focus.name if result.focus else focus
+    return replace(result, feature_set=f"{result.feature_set}, focus on {name}")

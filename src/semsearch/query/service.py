@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from semsearch.embed.extractors import Extractor
 from semsearch.errors import NotIndexedError, QueryError
-from semsearch.images import printable
+from semsearch.images import printable, real_path
 from semsearch.index.catalog import IndexCatalog, LoadedIndex
 from semsearch.index.metric import Metric
 from semsearch.index.protocol import VectorIndex
@@ -47,6 +47,12 @@ class KnownImageQuery:
 
 
 Query = ImageQuery | KnownImageQuery
+
+
+def written_id(text: str) -> str | None:
+    """Gives the digits of an image id written as `id:N` or `N`, or None if text is not one."""
+    number = text[3:] if text.startswith("id:") else text
+    return number if number.isascii() and number.isdigit() else None
 
 
 # A folder of at most this many images, under half of its index, is searched on its own.
@@ -84,7 +90,7 @@ class SearchService:
                 raise QueryError(f"{printable(text)} is a folder; give one image file")
             if not os.path.isfile(text):
                 raise QueryError(f"{printable(text)} is not a regular file")
-            path = os.path.realpath(text)
+            path = real_path(text)
             if printable(path) != path:
                 return ImageQuery(path=path)  # such a name cannot be in the catalogue
             record = self.store.image_by_path(path)
@@ -95,8 +101,8 @@ class SearchService:
                 # Changed since it was indexed: its stored vector no longer describes it.
                 return ImageQuery(path=path, exclude=record.id)
             return KnownImageQuery(record.id)
-        number = text[3:] if text.startswith("id:") else text
-        if number.isascii() and number.isdigit():
+        number = written_id(text)
+        if number is not None:
             if len(number) > 18:
                 raise NotIndexedError(f"no image with id {number} in the catalogue")
             self.store.image(int(number))  # raises NotIndexedError if absent
@@ -136,7 +142,8 @@ class SearchService:
         before_embedding = time.perf_counter()
         vector, exclude = self._query_vector(query, feature_set, loaded)
         embed_ms = (time.perf_counter() - before_embedding) * 1000
-        keep, images = self._nearest(loaded, vector, k, exclude, within)
+        keep, images = self._nearest(loaded, vector, k, exclude,
+                                     real_path(within) if within else None)
         score = loaded.calibration.scores(np.array([d for d, _ in keep]))
         hits = [
             Hit(rank, images[image_id], d, float(s), similarity_percent(metric.name, d, float(s)),

@@ -8,17 +8,20 @@ import json
 import os
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
 
 from semsearch.errors import FeatureSetError, NotIndexedError
-from semsearch.featureset import FeatureSet
+from semsearch.featureset import FeatureSet, split_models
+from semsearch.images import check_unmoved, real_path
 from semsearch.indexing.local import index_folder
 from semsearch.indexing.plan import Progress
-from semsearch.models.network import PROBS
+from semsearch.models.layers import PROBS
+from semsearch.query.collection import Collection
 from semsearch.query.context import Context
-from semsearch.query.hits import SearchResult, best_existing
+from semsearch.query.hits import SearchResult, best_existing, relabeled
 from semsearch.query.text_model import (
     Tag,
     check_query,
@@ -41,7 +44,7 @@ def text_feature_set(session: Context) -> FeatureSet:
     """Gives the feature set whose vectors text search reads: the configured model's (or
     composite's) class probabilities."""
     model = session.models.plain_feature_set().model
-    for part in model.split("+"):
+    for part in split_models(model):
         spec = session.models.spec(part)
         if spec.classifier is None or spec.class_names is None:
             raise FeatureSetError(f"search by words reads an ImageNet classifier, which {part} "
@@ -59,7 +62,7 @@ def index_text(session: Context, root: str, progress: Progress | None = None,
     """Brings the class probabilities of the images under root up to date (embedding only
     what is new); gives how many were embedded. With max_age, a folder brought up to date
     less than that many seconds ago is not scanned again (a server's repeated queries)."""
-    key = (session.store.catalogue_id, os.path.realpath(root))
+    key = (session.store.catalogue_id, real_path(root))
     if max_age and time.monotonic() - _indexed_at.get(key, -1e9) < max_age:
         return 0
     with _locks_guard:
@@ -90,6 +93,7 @@ def text_vectors(session: Context, root: str = os.sep
                  ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Gives (image ids, text-space vectors) of the images under root, cached until their
     class probabilities change."""
+    root = real_path(root)
     record = _record(session)
     key = (session.store.catalogue_id, record.id, record.preprocessing,
            session.store.version(record.id), root)
@@ -125,7 +129,7 @@ def adapted_text_vectors(session: Context, adapter: str, root: str = os.sep
                               "`semsearch adapt FOLDER --name NAME --text`")
     fs = record.base.adapted(adapter)
     stored = session.store.feature_set(fs, session.models.input_key(fs))
-    return session.store.vectors_under(stored.id, root)
+    return session.store.vectors_under(stored.id, real_path(root))
 
 
 def search_text(session: Context, query: str, *, k: int = 10, root: str = os.sep,
@@ -144,6 +148,30 @@ def search_text(session: Context, query: str, *, k: int = 10, root: str = os.sep
     source = f"adapter {adapter}" if adapter else str(text_feature_set(session))
     return SearchResult(text, source, "cosine", hits, (embedded - started) * 1000,
                         (done - embedded) * 1000)
+
+
+def search_collection_words(session: Context, collection: Collection, query: str, *,
+                            k: int = 10, fresh_within: float = 60.0) -> SearchResult:
+    """Gives the k images of the collection whose text vectors are nearest the words, after
+    embedding the class probabilities of its new images (a folder brought up to date less
+    than `fresh_within` seconds ago is not scanned again: a server's repeated queries)."""
+    check_query(query)  # an empty query is refused before the folder is scanned
+    index_text(session, collection.root, max_age=fresh_within)
+    result = relabeled(search_text(session, query, k=k, root=collection.root),
+                       collection.label, None)
+    return replace(result, feature_set=f"{result.feature_set} (words)")
+
+
+def fresh_image_tags(session: Context, image_id: int, k: int = 5) -> list[Tag]:
+    """Gives the k words nearest an indexed image's text vector, first embedding its file's
+    class probabilities if it has none yet."""
+    path = session.store.image(image_id).path  # an unknown id says so first
+    try:
+        return image_tags(session, image_id, k)
+    except NotIndexedError:
+        check_unmoved(path, f"image {image_id}")
+        index_text(session, path)
+        return image_tags(session, image_id, k)
 
 
 def image_tags(session: Context, image_id: int, k: int = 5) -> list[Tag]:

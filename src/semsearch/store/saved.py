@@ -7,9 +7,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -20,30 +18,14 @@ from semsearch.store.records import (
     AdaptedVectors,
     AdapterRecord,
     FeatureSetRecord,
-    ImageRecord,
     SweepRecord,
     SweepRow,
 )
-from semsearch.store.sql import PUT_VECTOR, prefix_bounds
+from semsearch.store.sql import PUT_VECTOR, StorePart, prefix_bounds
 
 
-class SavedResults:
+class SavedResults(StorePart):
     """Comparison runs, adapters, collections and maps: the Store methods that keep them."""
-
-    if TYPE_CHECKING:  # what they use of the Store they are part of
-        def _read(self, sql: str, args: Sequence[object] = ()) -> list[Any]: ...
-
-        def _transaction(self) -> AbstractContextManager[Any]: ...
-
-        @staticmethod
-        def _vector_param(vector: npt.NDArray[np.float32]) -> Any: ...
-
-        @staticmethod
-        def _bump(conn: Any, fs_ids: Iterable[int]) -> None: ...
-
-        def images_under(self, root: str) -> dict[str, ImageRecord]: ...
-
-        def remove_images(self, image_ids: Iterable[int]) -> int: ...
 
     # -- sweeps -------------------------------------------------------------------------------
 

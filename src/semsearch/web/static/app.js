@@ -6,12 +6,13 @@ import * as map from "./map.js";
 import * as live from "./live.js";
 import * as explore from "./explore.js";
 import { initWhy } from "./why.js";
+import { provide } from "./actions.js";
 
 const views = { search, compare, map, live, explore };
 const $ = (id) => document.getElementById(id);
 
 // Everything the views read: the collection, its feature sets, the choices made.
-export const state = {
+const state = {
   collection: null, // {id, name, labels, labeled, feature_sets, default_feature_set}
   images: [], // [{id, label, name}]
   selected: null, // image id
@@ -65,13 +66,13 @@ function pickFeatureSet(changed) {
   syncFeatureControls();
 }
 
-export function setFeatureSet(name) {
+function setFeatureSet(name) {
   state.featureSet = name;
   syncFeatureControls();
   refresh();
 }
 
-export function refresh() {
+function refresh() {
   clearError();
   const view = views[state.view];
   if (view !== explore && (!state.featureSet || !state.images.length)) {
@@ -82,13 +83,13 @@ export function refresh() {
   Promise.resolve(view.show(state)).catch((error) => showError(error.message));
 }
 
-export function selectImage(id, { view } = {}) {
+function selectImage(id, { view } = {}) {
   state.selected = id;
   if (view && view !== state.view) switchView(view);
   else refresh();
 }
 
-export function switchView(name) {
+function switchView(name) {
   state.view = name;
   if (name !== "explore" && window.location.hash.startsWith("#explore")) {
     history.replaceState(null, "", window.location.pathname);
@@ -161,4 +162,5 @@ async function start() {
   else if (explorerLink) refresh();
 }
 
+provide({ selectImage, setFeatureSet });
 start().catch((error) => showError(error.message));

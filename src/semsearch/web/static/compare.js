@@ -1,7 +1,7 @@
 // Compare: for each model, score per layer (the collection's mean, and the selected image's
 // own), best layer highlighted; and the leaderboard of the latest comparison run.
 import { get } from "./api.js";
-import { setFeatureSet } from "./app.js";
+import { setFeatureSet } from "./actions.js";
 
 const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";

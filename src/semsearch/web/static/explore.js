@@ -2,7 +2,7 @@
 // images), and one channel enlarged with the collection's images that excite it most.
 // The address (#explore/MODEL/LAYER/CHANNEL) can be shared.
 import { get, showError, thumb } from "./api.js";
-import { selectImage } from "./app.js";
+import { selectImage } from "./actions.js";
 
 const $ = (id) => document.getElementById(id);
 const CHANNELS_SHOWN = 30;

@@ -1,7 +1,7 @@
 // Live search: an uploaded, dropped or pasted image, or an image URL.
 import { clearError, get, post, showError } from "./api.js";
 import { renderQuery, renderResults } from "./results.js";
-import { selectImage } from "./app.js";
+import { selectImage } from "./actions.js";
 
 const $ = (id) => document.getElementById(id);
 let last = null; // what was searched last, with success: {kind: "file", file} or {kind: "url", url}

@@ -2,7 +2,7 @@
 // hover shows the image, click searches with it. Drawn on a canvas, so 10,000 points stay
 // smooth; hover uses a grid of buckets instead of scanning every point.
 import { get, thumb } from "./api.js";
-import { selectImage, setFeatureSet } from "./app.js";
+import { selectImage, setFeatureSet } from "./actions.js";
 
 const $ = (id) => document.getElementById(id);
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",

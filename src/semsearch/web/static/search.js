@@ -1,7 +1,7 @@
 // Semantic search: the collection's gallery; the selected image's nearest images.
 import { get, thumb } from "./api.js";
 import { renderQuery, renderResults } from "./results.js";
-import { selectImage } from "./app.js";
+import { selectImage } from "./actions.js";
 import { openWhy } from "./why.js";
 
 const $ = (id) => document.getElementById(id);

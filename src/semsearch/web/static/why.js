@@ -12,8 +12,10 @@ function classes(list, box) {
   }));
 }
 
-function classifierModel(featureSet) {
-  const model = featureSet.split("@")[0].split("+")[0];
+// The first of the feature set's models (the API parses the feature set); an ONNX file has
+// no ImageNet classifier the API would load, so lite0 stands in.
+function classifierModel(result) {
+  const model = result.models[0];
   return model.startsWith("onnx:") ? "lite0" : model;
 }
 
@@ -33,7 +35,7 @@ export async function openWhy(state, queryId, hit) {
     $("why-result").src = result.result_png;
     $("why-query-caption").textContent = "query";
     $("why-result-caption").textContent = `result ${hit.rank}: ${hit.name}`;
-    const model = classifierModel(result.feature_set);
+    const model = classifierModel(result);
     const [ours, theirs] = await Promise.all([
       get(`/api/images/${queryId}/classes`, { model }), get(`/api/images/${hit.id}/classes`, { model })]);
     if (mine !== request) return;

@@ -1,0 +1,83 @@
+"""The model explorer: what a channel responds to (an optimized image, the collection's images
+that excite it most, where it fires in one image), what a classifier sees in an image, and
+why two images match."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+
+from semsearch.featureset import FeatureSet
+from semsearch.web.deps import CollectionOf, ImageFile, Web
+from semsearch.web.schemas import ClassGuessOut, TopImageOut, WhyOut, binary
+from semsearch.web.security import same_site, with_file
+
+router = APIRouter(dependencies=[Depends(same_site)])  # all of it is costly work
+
+PNG = binary("image/png", "a PNG")
+
+
+@router.get("/api/models/{name}/layers/{layer}/channels/{channel}/image",
+            summary="An image optimized to excite the channel (rendered once with the "
+            "default settings, then cached; 503 while another render runs)",
+            response_class=Response, responses=PNG)
+def channel_picture(name: str, layer: str, channel: int, web: Web,
+                    render: bool = True) -> Response:
+    from semsearch.explore.channels import channel_image
+
+    made = channel_image(web.session, web.served_model(name), layer, channel, render=render,
+                         wait=False)
+    return Response(made.path.read_bytes(), media_type="image/png",
+                    headers={"Cache-Control": "private, max-age=86400",
+                             "X-Render-Cached": "yes" if made.cached else "no",
+                             "X-Render-CPU-Seconds": f"{made.cpu_seconds:.2f}",
+                             "X-Channel-Activation": f"{made.activation:.4g}"})
+
+
+@router.get("/api/collections/{cid}/top", summary="The collection's images that excite a "
+            "channel most")
+def top(c: CollectionOf, web: Web, model: str, layer: str, channel: int,
+        k: int = Query(9, ge=1, le=100)) -> list[TopImageOut]:
+    from semsearch.explore.channels import top_activating
+
+    return [TopImageOut.of(c, t) for t in top_activating(web.session, c,
+                                                         web.served_model(model), layer,
+                                                         channel, k)]
+
+
+@router.get("/api/images/{image_id}/activation", summary="Where a channel fires in an image",
+            response_class=Response, responses=PNG)
+def activation(record: ImageFile, web: Web, model: str, layer: str, channel: int) -> Response:
+    from semsearch.explore.channels import activation_overlay
+
+    return Response(activation_overlay(web.session, record.path, web.served_model(model),
+                                       layer, channel), media_type="image/png")
+
+
+@router.get("/api/images/{image_id}/classes", summary="The model's top-5 ImageNet classes")
+def classes(record: ImageFile, web: Web, model: str = "lite0") -> list[ClassGuessOut]:
+    from semsearch.explore.why import top_classes
+
+    return [ClassGuessOut(index=g.index, name=g.name, probability=g.probability)
+            for g in top_classes(web.session, web.served_model(model), record.path)]
+
+
+@router.get("/api/images/{image_id}/cam", summary="A class's activation map over the image",
+            response_class=Response, responses=PNG)
+def cam(record: ImageFile, web: Web, class_index: int, model: str = "lite0") -> Response:
+    from semsearch.explore.why import class_map
+
+    return Response(class_map(web.session, web.served_model(model), record.path, class_index),
+                    media_type="image/png")
+
+
+@router.get("/api/why", summary="Why two indexed images match: the similarity and, per "
+            "image, a heatmap of where it comes from (PNG, base64)")
+def why(web: Web, query: int, result: int,
+        feature_set: str = Query(..., max_length=1000)) -> WhyOut:
+    from semsearch.explore.why import similarity_maps
+
+    fs = FeatureSet.parse(feature_set).base
+    web.served_model(fs.model)
+    a, b = with_file(web.session.store, query), with_file(web.session.store, result)
+    return WhyOut.of(fs, similarity_maps(web.session, fs, a.path, b.path))

@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import ROOT, labeled_folder
 
 from semsearch import cli
+from semsearch.cli import arguments as cli_arguments
 from semsearch.config import resolve
 from semsearch.errors import ConfigError, SemsearchError
 from semsearch.indexing import ray_cluster as distributed
@@ -183,7 +184,7 @@ def test_cli_index_with_engine_ray(tmp_path: Path, cache_dir: Path, folder: Path
                                    tiny_registry: ModelRegistry, no_config_file: None,
                                    monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(cli, "_session", lambda config, create=False: Session(
+    monkeypatch.setattr(cli_arguments, "open_session", lambda config, create=False: Session(
         config, registry=tiny_registry, create=create))
     db = tmp_path / "cli.db"
     argv = ["index", str(folder), "--engine", "ray", "--model", "tiny", "--db", str(db),

@@ -20,6 +20,12 @@ def config_of(args: argparse.Namespace) -> Config:
     return resolve(vars(args), config_file=config_file)
 
 
+def open_session(config: Config, create: bool = False) -> Session:
+    """Gives the session a command works in (the one seam tests replace, through this
+    module: commands call `arguments.open_session`)."""
+    return Session(config, create=create)
+
+
 def path_argument(text: str) -> str:
     """Gives a PATH argument as typed, or raises ConfigError if it is empty or unprintable."""
     if not text.strip():

@@ -7,11 +7,11 @@ import argparse
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from semsearch.cli import arguments
 from semsearch.cli.arguments import names, path_argument
 from semsearch.cli.output import Bar, StageBars, print_json
 from semsearch.config import Config
 from semsearch.errors import ConfigError
-from semsearch.session import Session
 
 if TYPE_CHECKING:
     from semsearch.evaluate.adapt import AdaptResult
@@ -27,7 +27,7 @@ def cmd_compare(args: argparse.Namespace, config: Config) -> int:
         raise ConfigError(f"--top must be 0 or more, not {args.top}")
     prepare_folder(args.out)
     bars = StageBars(not args.quiet)
-    with Session(config, create=True) as session:
+    with arguments.open_session(config, create=True) as session:
         try:
             result = run_sweep(session, root, models=names(args.models, "--models"),
                                layers=names(args.layers, "--layers"),
@@ -69,7 +69,7 @@ def cmd_adapt(args: argparse.Namespace, config: Config) -> int:
     from semsearch.evaluate.adapt import TrainSettings, adapt
 
     settings = TrainSettings(dim=args.dim, epochs=args.epochs, seed=args.seed)
-    with Session(config, create=True) as session:
+    with arguments.open_session(config, create=True) as session:
         bar = Bar(not args.quiet, "embedding")
         try:
             root = path_argument(args.path)

@@ -6,16 +6,16 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
+from semsearch.cli import arguments
 from semsearch.cli.arguments import chosen, path_argument
 from semsearch.cli.output import Bar, print_json
 from semsearch.config import Config
 from semsearch.images import real_path
-from semsearch.session import Session
 
 
 def cmd_index(args: argparse.Namespace, config: Config) -> int:
     root = path_argument(args.path)
-    with Session(config, create=True) as session:
+    with arguments.open_session(config, create=True) as session:
         bar = Bar(not args.quiet, "indexing")
         try:
             report = session.index(root, feature_set=chosen(args, session), progress=bar)
@@ -40,7 +40,7 @@ def cmd_index(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_info(args: argparse.Namespace, config: Config) -> int:
-    with Session(config, create=False) as session:
+    with arguments.open_session(config, create=False) as session:
         info = session.info()
     if args.json:
         print_json(asdict(info))
@@ -65,7 +65,7 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_remove(args: argparse.Namespace, config: Config) -> int:
-    with Session(config, create=False) as session:
+    with arguments.open_session(config, create=False) as session:
         removed = session.remove(path_argument(args.path))
     if args.json:
         print_json({"path": real_path(args.path), "removed": removed})

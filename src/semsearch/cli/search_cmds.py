@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
+from semsearch.cli import arguments
 from semsearch.cli.arguments import named_feature_set
 from semsearch.cli.output import print_hits, print_records
 from semsearch.config import Config
 from semsearch.errors import ConfigError, NotIndexedError, QueryError
 from semsearch.query.hits import FocusClass
 from semsearch.query.written import focused_written, means_words
-from semsearch.session import Session
 
 
 def cmd_search(args: argparse.Namespace, config: Config) -> int:
@@ -30,7 +30,7 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
 
 
 def _search_image(args: argparse.Namespace, config: Config) -> int:
-    with Session(config, create=False) as session:
+    with arguments.open_session(config, create=False) as session:
         result = session.search(args.query, feature_set=named_feature_set(args, session))
     head = {"query": result.query, "feature_set": result.feature_set, "metric": result.metric}
     return print_hits(args.json, result, head, f"query {result.query}  [{result.feature_set}, "
@@ -41,7 +41,7 @@ def _search_image(args: argparse.Namespace, config: Config) -> int:
 def _search_text(args: argparse.Namespace, config: Config) -> int:
     from semsearch.query.words import search_text, words_adapter
 
-    with Session(config, create=False) as session:
+    with arguments.open_session(config, create=False) as session:
         # An image adapter from the settings does not apply to words; one named here must.
         adapter = (config.adapter if args.adapter is not None
                    else words_adapter(session, config.adapter))
@@ -54,7 +54,7 @@ def _search_text(args: argparse.Namespace, config: Config) -> int:
 
 
 def _search_focused(args: argparse.Namespace, config: Config) -> int:
-    with Session(config, create=False) as session:
+    with arguments.open_session(config, create=False) as session:
         result = focused_written(session, args.query, args.focus,
                                  feature_set=named_feature_set(args, session))
     focus = result.focus or FocusClass(-1, args.focus)
@@ -71,7 +71,7 @@ def cmd_tags(args: argparse.Namespace, config: Config) -> int:
 
     if not 1 <= args.count <= 100:
         raise ConfigError(f"-n must be from 1 to 100, not {args.count}")
-    with Session(config, create=False) as session:
+    with arguments.open_session(config, create=False) as session:
         query = session.search_service().resolve(args.image)
         image_id = getattr(query, "image_id", None)
         if image_id is None:

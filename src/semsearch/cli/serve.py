@@ -6,17 +6,12 @@ from __future__ import annotations
 import argparse
 import socket
 
+from semsearch.cli import arguments
 from semsearch.cli.arguments import chosen as _chosen
 from semsearch.cli.arguments import path_argument as _path_argument
 from semsearch.cli.output import Bar as _Bar
 from semsearch.config import Config
 from semsearch.errors import ConfigError
-from semsearch.session import Session
-
-
-def _session(config: Config, create: bool = False) -> Session:
-    # cmd_serve keeps the names it had in the single-module CLI.
-    return Session(config, create=create)
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
@@ -28,7 +23,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be from 1 to 65535, not {args.port}")
     _check_listen(config.host, args.port)  # before indexing, and before printing an address
-    with _session(config, create=True) as session:
+    with arguments.open_session(config, create=True) as session:
         if args.path is not None:
             bar = _Bar(not args.quiet, "indexing")
             try:

@@ -59,6 +59,13 @@ class ExtractorSettings:
 BackboneLoader = Callable[[ModelSpec, Sequence[str]], Backbone]
 
 
+def load(spec: ModelSpec, layers: Sequence[str], settings: ExtractorSettings) -> Backbone:
+    """Gives a backbone of the spec yielding the layers in one pass, on the configured
+    runtime (the one place the settings meet models.backbone.load_backbone)."""
+    return load_backbone(spec, list(layers), runtime=settings.runtime,
+                         cache_dir=settings.cache_dir, threads=settings.threads)
+
+
 def build_extractor(fs: FeatureSet, specs: Sequence[ModelSpec], settings: ExtractorSettings,
                     adapter: AdapterWeights | None = None, *,
                     backbone: BackboneLoader | None = None,
@@ -77,11 +84,7 @@ def build_extractor(fs: FeatureSet, specs: Sequence[ModelSpec], settings: Extrac
     if len(specs) != len(parts_fs):
         raise FeatureSetError(f"{fs} joins {len(parts_fs)} models; {len(specs)} specs given")
 
-    def load(spec: ModelSpec, layers: Sequence[str]) -> Backbone:
-        return load_backbone(spec, list(layers), runtime=settings.runtime,
-                             cache_dir=settings.cache_dir, threads=settings.threads)
-
-    loader = backbone or load
+    loader = backbone or (lambda spec, layers: load(spec, layers, settings))
     parts = [FeatureExtractor(spec, part, loader(spec, [part.layer]),
                               flat_max_dims=settings.flat_max_dims,
                               max_pixels=settings.max_pixels)

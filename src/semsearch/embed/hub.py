@@ -9,11 +9,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from semsearch.config import Config
-from semsearch.embed.build import AdapterWeights, ExtractorSettings, build_extractor
+from semsearch.embed.build import AdapterWeights, ExtractorSettings, build_extractor, load
 from semsearch.embed.extractors import Extractor, adapted_input_key
 from semsearch.errors import FeatureSetError
 from semsearch.featureset import FeatureSet, check_pooling, join_models, split_models
-from semsearch.models.backbone import load_backbone
 from semsearch.models.onnx_file import is_onnx_name, onnx_input, onnx_spec
 from semsearch.models.registry import ModelRegistry, ModelSpec, input_key
 from semsearch.models.runtime import Backbone
@@ -137,10 +136,7 @@ class Models:
         with self._lock:
             backbone = self._backbones.pop(key, None)
             if backbone is None:
-                backbone = load_backbone(self.spec(model), list(layers),
-                                         runtime=self.settings.runtime,
-                                         cache_dir=self.settings.cache_dir,
-                                         threads=self.settings.threads)
+                backbone = load(self.spec(model), layers, self.settings)
             self._backbones[key] = backbone  # most recently used last
             while len(self._backbones) > _BACKBONES_KEPT:
                 self._backbones.pop(next(iter(self._backbones)))

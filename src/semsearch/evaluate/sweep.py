@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from semsearch.embed.build import load
 from semsearch.embed.extractors import LayerSweep
 from semsearch.errors import EvaluationError
 from semsearch.featureset import FeatureSet, check_pooling
@@ -24,9 +25,7 @@ from semsearch.images import folder_class, real_path, scan_images
 from semsearch.index.metric import Metric
 from semsearch.indexing.local import index_folder
 from semsearch.indexing.plan import IndexReport, Progress
-from semsearch.models.backbone import load_backbone
 from semsearch.models.layers import AUTO, LayerInfo, choose_layers
-from semsearch.models.onnx_file import onnx_input
 from semsearch.query.context import Context
 from semsearch.ranking import Scores, evaluate
 from semsearch.store import FeatureSetRecord, SweepRecord, SweepRow
@@ -182,12 +181,10 @@ class _Job(NamedTuple):
 
 def _plans(session: Context, models: Sequence[str], layers: Sequence[str]) -> list[_Plan]:
     """Gives each distinct model with its layer table and the layers to sweep."""
-    from semsearch.models.summary import layers as layer_table
-
     plans = []
     for model in dict.fromkeys(models):
         spec = session.models.spec(model)  # an unknown model fails here, before any work
-        table = layer_table(session.models.registry, model, onnx_input(session.config))
+        table = session.models.layer_table(model)
         plans.append(_Plan(model, table, choose_layers(table, layers, model,
                                                        spec.default_layer)))
     return plans
@@ -199,8 +196,7 @@ def _embed(session: Context, plan: _Plan, pools: list[str], root_path: str,
     pass per image; gives the run's report."""
     config = session.config
     spec = session.models.spec(plan.model)
-    backbone = load_backbone(spec, plan.layers, runtime=config.runtime,
-                             cache_dir=config.cache_path(), threads=config.threads)
+    backbone = load(spec, plan.layers, session.models.settings)
     sweep = LayerSweep(spec, [FeatureSet(plan.model, name, p) for name in plan.layers
                               for p in pools],
                        backbone, flat_max_dims=config.flat_max_dims,

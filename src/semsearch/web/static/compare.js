@@ -2,6 +2,7 @@
 // own), best layer highlighted; and the leaderboard of the latest comparison run.
 import { get } from "./api.js";
 import { setFeatureSet } from "./actions.js";
+import { activatable } from "./keys.js";
 
 const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";
@@ -91,6 +92,7 @@ export async function show(state) {
       tr.classList.add("clickable");
       tr.title = "search with this feature set";
       tr.addEventListener("click", () => setFeatureSet(row.feature_set));
+      activatable(tr); // Tab reaches the row, Enter works it
     }
     return tr;
   }));

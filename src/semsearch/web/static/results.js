@@ -1,5 +1,8 @@
-// A grid of search results: thumbnail, similarity bar, distance, class marker.
+// A grid of search results: thumbnail, similarity bar, distance, class marker. Each card is
+// reached with Tab (its image is a button: Enter searches with it, then "why?"), and the
+// arrows move from card to card.
 import { thumb } from "./api.js";
+import { arrowGrid } from "./keys.js";
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -31,7 +34,14 @@ export function renderQuery(box, { title, imageSrc, label, result }) {
   box.replaceChildren(...parts);
 }
 
+const withArrows = new WeakSet();
+let captions = 0; // ids that tie a card's button to its caption
+
 export function renderResults(grid, hits, onPick, onWhy) {
+  if (!withArrows.has(grid)) {
+    arrowGrid(grid, ".card", (card) => card.querySelector("button"));
+    withArrows.add(grid);
+  }
   grid.replaceChildren(...hits.map((hit) => {
     const card = el("figure", "card result");
     card.dataset.id = hit.id;
@@ -41,11 +51,17 @@ export function renderResults(grid, hits, onPick, onWhy) {
     img.src = thumb(hit.id);
     img.alt = hit.name;
     img.loading = "lazy";
+    // The image is the card's button: its name is the file's, its description the caption.
+    const pick = el("button", "pick");
+    pick.type = "button";
+    pick.append(img);
     const bar = el("div", "bar");
     const fill = el("div", "fill");
     fill.style.width = `${Math.max(0, Math.min(100, hit.similarity))}%`;
     bar.append(fill);
     const caption = el("figcaption");
+    caption.id = `result-caption-${(captions += 1)}`;
+    pick.setAttribute("aria-describedby", caption.id);
     caption.append(el("span", "similarity", `${hit.similarity.toFixed(1)}%`),
       el("span", "distance", `d=${hit.distance.toPrecision(3)}`));
     if (hit.same_class !== null) {
@@ -53,11 +69,13 @@ export function renderResults(grid, hits, onPick, onWhy) {
         hit.same_class ? "✓ same class" : "✗ other class"));
     }
     caption.append(el("span", "label", hit.label));
-    card.append(img, bar, caption);
+    card.append(pick, bar, caption);
+    if (onPick) pick.title = "search with this image";
     if (onWhy) {
       const why = el("button", "why-button", "why?");
       why.type = "button";
       why.title = "why is this similar?";
+      why.setAttribute("aria-label", `why? (${hit.name})`);
       why.addEventListener("click", (event) => { event.stopPropagation(); onWhy(hit); });
       card.append(why);
     }

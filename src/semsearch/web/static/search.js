@@ -3,6 +3,7 @@ import { get, thumb } from "./api.js";
 import { renderQuery, renderResults } from "./results.js";
 import { selectImage } from "./actions.js";
 import { openWhy } from "./why.js";
+import { activatable, perRow } from "./keys.js";
 
 const $ = (id) => document.getElementById(id);
 let request = 0;
@@ -18,26 +19,20 @@ export function reset(state) {
     img.loading = "lazy";
     img.dataset.id = image.id;
     img.className = "thumb";
+    img.setAttribute("role", "option"); // of the gallery's listbox: Tab reaches the selected one
     img.addEventListener("click", () => selectImage(image.id));
-    return img;
+    return activatable(img, -1);
   }));
 }
 
-// Arrow keys move the selection through the gallery (up and down by a row).
-function perRow() {
-  const items = $("gallery").children;
-  if (items.length < 2) return 1;
-  const top = items[0].offsetTop;
-  let n = 0;
-  while (n < items.length && items[n].offsetTop === top) n += 1;
-  return Math.max(1, n);
-}
-
+// Arrow keys move the selection through the gallery (up and down by a row), from the gallery
+// or from nowhere in particular; a focused control keeps its own arrows.
 export function init(state) {
   document.addEventListener("keydown", (event) => {
     if (state.view !== "search" || !state.images.length) return;
-    if (event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement) return;
-    const steps = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -perRow(), ArrowDown: perRow() };
+    if (event.target !== document.body && !$("gallery").contains(event.target)) return;
+    const row = perRow($("gallery").children);
+    const steps = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -row, ArrowDown: row };
     if (!(event.key in steps)) return;
     event.preventDefault();
     const at = state.images.findIndex((image) => image.id === state.selected);
@@ -48,10 +43,14 @@ export function init(state) {
 
 export async function show(state) {
   if (state.selected === null) return;
+  const focused = $("gallery").contains(document.activeElement);
   for (const img of $("gallery").children) {
     const on = Number(img.dataset.id) === state.selected;
     img.classList.toggle("selected", on);
+    img.setAttribute("aria-selected", String(on));
+    img.tabIndex = on ? 0 : -1;
     if (on) img.scrollIntoView({ block: "nearest" });
+    if (on && focused) img.focus({ preventScroll: true });
   }
   const mine = ++request;
   const image = state.images.find((item) => item.id === state.selected);

@@ -20,13 +20,35 @@ function classifierModel(result) {
 }
 
 let request = 0;
+let opener = null; // what had focus before the dialog opened, to give it back
+
+// The dialog takes focus (its close button) and keeps Tab inside while it is open.
+function show() {
+  const modal = $("why");
+  if (modal.hidden) opener = document.activeElement;
+  modal.hidden = false;
+  $("why-close").focus();
+}
+
+function close() {
+  const modal = $("why");
+  if (modal.hidden) return;
+  modal.hidden = true;
+  request += 1; // what is still loading is for a dialog no longer open
+  if (opener && opener.isConnected) opener.focus();
+  opener = null;
+}
+
+function focusable(box) {
+  return [...box.querySelectorAll("button, [href], input, select, textarea, [tabindex]")]
+    .filter((node) => node.tabIndex >= 0 && !node.disabled && node.getClientRects().length);
+}
 
 export async function openWhy(state, queryId, hit) {
   const mine = ++request;
-  const modal = $("why");
   for (const id of ["why-query", "why-result", "why-query-cam", "why-result-cam"]) $(id).removeAttribute("src");
   $("why-title").textContent = "Why similar? computing…";
-  modal.hidden = false;
+  show();
   try {
     const result = await get("/api/why", { query: queryId, result: hit.id, feature_set: state.featureSet });
     if (mine !== request) return; // another "why?" was opened meanwhile
@@ -47,12 +69,28 @@ export async function openWhy(state, queryId, hit) {
     $("why-result-cam-caption").textContent = `where ${model} sees "${theirs[0].name}"`;
   } catch (error) {
     if (mine !== request) return;
-    modal.hidden = true;
+    close();
     showError(error.message);
   }
 }
 
 export function initWhy() {
-  $("why-close").addEventListener("click", () => { $("why").hidden = true; });
-  document.addEventListener("keydown", (event) => { if (event.key === "Escape") $("why").hidden = true; });
+  const modal = $("why");
+  $("why-close").addEventListener("click", close);
+  modal.addEventListener("click", (event) => { if (event.target === modal) close(); }); // the backdrop
+  // While open, keys belong to the dialog: Escape closes it, Tab cycles inside it, and the
+  // page's own keys (the gallery's arrows) do not act behind it.
+  modal.addEventListener("keydown", (event) => {
+    event.stopPropagation();
+    if (event.key === "Escape") { event.preventDefault(); close(); return; }
+    if (event.key !== "Tab") return;
+    const stops = focusable(modal);
+    if (!stops.length) { event.preventDefault(); return; }
+    const at = stops.indexOf(document.activeElement);
+    const next = event.shiftKey ? (at <= 0 ? stops.length - 1 : at - 1) : (at + 1) % stops.length;
+    event.preventDefault();
+    stops[next].focus();
+  });
+  // Escape closes it even when focus has strayed out of it (a click on its text).
+  document.addEventListener("keydown", (event) => { if (event.key === "Escape") close(); });
 }

@@ -1,51 +1,93 @@
 """The page on a phone and on desktops, in a real browser: every view fits the window in width,
 passes axe-core's serious and critical checks, and works from the keyboard (Tab reaches every
 result card, the "why?" dialog takes focus, gives it back and closes with Escape), and the
-map takes touch pan and pinch. Uses test_browser's server and browser; screenshots go to
+map takes touch pan and pinch. Uses test_browser's server (a small generated collection) and
+browser, and for the fit and axe checks also iconic200's real photos; screenshots go to
 test-artifacts/."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests import test_browser
-from tests.conftest import make_image
-from tests.test_browser import ARTIFACTS, CHROMIUM
+from tests.conftest import dataset, make_image
+from tests.test_browser import ARTIFACTS, CHROMIUM, _serving
 
-# test_browser's fixtures, as they are: its real server on the small generated collection (24
-# images in 3 classes, indexed and compared with the tiny model), and Debian's chromium.
-server = test_browser.server
-browser = test_browser.browser
+from semsearch.evaluate.sweep import run_sweep
+from semsearch.session import Session
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(),
     reason="Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
+
+# test_browser's fixtures, as they are: its real server on a small generated collection (24
+# images in 3 classes, indexed and compared with the tiny model), and Debian's chromium.
+server = test_browser.server
+browser = test_browser.browser
 
 SIZES = {"phone": (390, 844), "laptop": (1440, 900), "desktop": (1920, 1080)}
 CHECKED = ("phone", "laptop")  # every check runs at these; the widest only for the fit
 VIEWS = ("search", "compare", "map", "live")
 
 
+@pytest.fixture(scope="module")
+def iconic(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[str]:
+    """A server on iconic200's 200 real photos in 10 classes (their names and sizes are the
+    page's real content), indexed and compared with the tiny model; gives its address."""
+    from tests.conftest import TINY
+
+    from semsearch.config import resolve
+    from semsearch.models.registry import default_registry
+    from semsearch.web.app import create_app
+
+    root = dataset("iconic200")
+    tmp = tmp_path_factory.mktemp("iconic")
+    registry = default_registry()
+    registry.register(TINY)
+    config = resolve({"db": str(tmp / "web.db"), "cache_dir": str(cache_dir), "model": "tiny",
+                      "expand_k": 0, "batch_size": 16}, env={})
+    session = Session(config, registry=registry)
+    session.index(str(root))
+    run_sweep(session, str(root), models=["tiny"], layers=["block", "head_act"],
+              poolings=["gem"], metrics=["cosine", "euclidean"])
+    with _serving(create_app(config, session=session)) as url:
+        yield url
+    session.close()
+
+
+COLLECTIONS = {"generated": ("server", 24), "iconic200": ("iconic", 200)}
+Opener = Callable[..., Any]
+
+
 @pytest.fixture
-def sized(browser: Any, server: str, request: pytest.FixtureRequest) -> Iterator[Any]:
-    """A page of the given size (request.param names it in SIZES), opened on the first
-    image's results; fails the test on a script error in the page."""
-    width, height = SIZES[request.param]
-    # bypass_csp: Playwright's waits and axe are scripts evaluated from strings, which the
-    # page's own policy refuses (that policy is tested in test_web_api and test_browser).
-    context = browser.new_context(viewport={"width": width, "height": height},
-                                  bypass_csp=True, has_touch=request.param == "phone")
-    page = context.new_page()
+def pages(browser: Any, request: pytest.FixtureRequest) -> Iterator[Opener]:
+    """Gives open(size, collection="generated"): a page of that size (a name in SIZES) on that
+    collection's server, showing the first image's results. Fails the test on a script error
+    in any of the pages."""
+    contexts: list[Any] = []
     errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(server)
-    page.locator("#results .result").first.wait_for()
-    page.size_name = request.param
-    yield page
-    context.close()
+
+    def open_page(size: str, collection: str = "generated") -> Any:
+        fixture, images = COLLECTIONS[collection]
+        width, height = SIZES[size]
+        # bypass_csp: Playwright's waits and axe are scripts evaluated from strings, which the
+        # page's own policy refuses (that policy is tested in test_web_api and test_browser).
+        context = browser.new_context(viewport={"width": width, "height": height},
+                                      bypass_csp=True, has_touch=size == "phone")
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(request.getfixturevalue(fixture))
+        page.locator("#results .result").first.wait_for(timeout=60_000)
+        page.size_name, page.images = size, images
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
     assert not errors, f"script errors in the page: {errors}"
 
 
@@ -78,7 +120,7 @@ def _open(page: Any, view: str, tmp_path: Path) -> None:
     elif view == "compare":
         page.locator("#leaderboard tbody tr").first.wait_for()
     elif view == "map":
-        page.locator("#map-title", has_text="24 images").wait_for(timeout=120_000)
+        page.locator("#map-title", has_text=f"{page.images} images").wait_for(timeout=120_000)
     elif view == "live":
         photo = make_image(tmp_path / "mine.jpg", seed=77, size=(120, 90))
         page.set_input_files("#file", str(photo))
@@ -98,16 +140,18 @@ def _axe(page: Any, what: str) -> None:
     assert not bad, f"axe finds serious or critical violations in {what}: {bad}"
 
 
-@pytest.mark.parametrize("sized", SIZES, indirect=True)
-@pytest.mark.parametrize("view", VIEWS)
-def test_every_view_fits_the_window_and_passes_axe(sized: Any, view: str,
+@pytest.mark.parametrize("collection", ["generated",
+                                        pytest.param("iconic200", marks=pytest.mark.real)])
+@pytest.mark.parametrize("size", SIZES)
+def test_every_view_fits_the_window_and_passes_axe(pages: Opener, size: str, collection: str,
                                                      tmp_path: Path) -> None:
-    page = sized
-    _open(page, view, tmp_path)
-    assert _overflow(page) == 0, _wider_than_window(page)
-    _shot(page, view)
-    if page.size_name in CHECKED:
-        _axe(page, f"the {view} view")
+    page = pages(size, collection)
+    for view in VIEWS:
+        _open(page, view, tmp_path)
+        assert _overflow(page) == 0, (view, _wider_than_window(page))
+        _shot(page, f"{view}-{collection}")
+        if size in CHECKED:
+            _axe(page, f"the {view} view of {collection}")
 
 
 def _tab_to(page: Any, selector: str, total: int | None = None, limit: int = 200) -> list[str]:
@@ -128,10 +172,10 @@ def _tab_to(page: Any, selector: str, total: int | None = None, limit: int = 200
     return reached
 
 
-@pytest.mark.parametrize("sized", CHECKED, indirect=True)
-def test_tab_reaches_every_result_card_and_enter_searches_with_it(sized: Any,
+@pytest.mark.parametrize("size", CHECKED)
+def test_tab_reaches_every_result_card_and_enter_searches_with_it(pages: Opener, size: str,
                                                                    tmp_path: Path) -> None:
-    page = sized
+    page = pages(size)
     cards = page.locator("#results .result")
     ids = [c.get_attribute("data-id") for c in cards.all()]
     assert _tab_to(page, "#results .result") == ids
@@ -146,9 +190,9 @@ def test_tab_reaches_every_result_card_and_enter_searches_with_it(sized: Any,
     assert _tab_to(page, "#live-results .result") == live
 
 
-@pytest.mark.parametrize("sized", CHECKED, indirect=True)
-def test_gallery_and_leaderboard_work_from_the_keyboard(sized: Any) -> None:
-    page = sized
+@pytest.mark.parametrize("size", CHECKED)
+def test_gallery_and_leaderboard_work_from_the_keyboard(pages: Opener, size: str) -> None:
+    page = pages(size)
     first, second = page.locator("#gallery .thumb").all()[:2]
     # One stop for the whole gallery, its selected image (a listbox: the arrows move in it)
     assert _tab_to(page, "#gallery .thumb", total=1) == [first.get_attribute("data-id")]
@@ -173,9 +217,9 @@ def test_gallery_and_leaderboard_work_from_the_keyboard(sized: Any) -> None:
     page.wait_for_function(f"document.querySelector('#layer').value === '{layer}'")
 
 
-@pytest.mark.parametrize("sized", CHECKED, indirect=True)
-def test_why_dialog_takes_focus_returns_it_and_closes(sized: Any) -> None:
-    page = sized
+@pytest.mark.parametrize("size", CHECKED)
+def test_why_dialog_takes_focus_returns_it_and_closes(pages: Opener, size: str) -> None:
+    page = pages(size)
     why = page.locator("#results .why-button").nth(1)
     why.focus()
     page.keyboard.press("Enter")
@@ -213,9 +257,8 @@ def _map_view(page: Any) -> dict[str, float]:
             done({scale: c.dataset.scale, dx: c.dataset.dx, dy: c.dataset.dy}))))""").items()}
 
 
-@pytest.mark.parametrize("sized", ["phone"], indirect=True)
-def test_map_fills_the_width_and_takes_touch_pan_and_pinch(sized: Any, tmp_path: Path) -> None:
-    page = sized
+def test_map_fills_the_width_and_takes_touch_pan_and_pinch(pages: Opener, tmp_path: Path) -> None:
+    page = pages("phone")
     _open(page, "map", tmp_path)
     canvas = page.locator("#map-canvas")
     box = canvas.bounding_box()
@@ -246,3 +289,28 @@ def test_map_fills_the_width_and_takes_touch_pan_and_pinch(sized: Any, tmp_path:
     _shot(page, "map-pinched")
     page.click("#map-reset")
     assert _map_view(page)["scale"] == 1
+    canvas.focus()  # and the keyboard: + zooms about the middle, an arrow pans
+    page.keyboard.press("+")
+    page.keyboard.press("ArrowLeft")
+    keyed = _map_view(page)
+    assert keyed["scale"] == 1.25 and keyed["dx"] == pytest.approx(-box["width"] / 8 + 60, abs=1)
+    page.keyboard.press("0")
+    assert _map_view(page) == {"scale": 1, "dx": 0, "dy": 0}
+    # A finger has no hover: a tap on a point shows its image, a second tap searches with it.
+    made = page.evaluate("fetch('/api/collections/1/map').then(r => r.json())")
+    i = 5
+    x = box["x"] + box["width"] * (20 + made["x"][i] * 860) / 900
+    y = box["y"] + box["height"] * (20 + (1 - made["y"][i]) * 560) / 600
+    touch("touchStart", [(x, y)])
+    touch("touchEnd", [])
+    tip = page.locator("#map-tip")
+    tip.wait_for(state="visible")
+    assert tip.get_attribute("data-id") == str(made["ids"][i])
+    tip_box = tip.bounding_box()
+    assert tip_box and tip_box["x"] + tip_box["width"] <= 390  # kept inside the window
+    _shot(page, "map-tapped")
+    touch("touchStart", [(x, y)])
+    touch("touchEnd", [])
+    page.locator("#view-search").wait_for(state="visible")
+    page.wait_for_function(
+        f"document.querySelector('#gallery .selected')?.dataset.id === '{made['ids'][i]}'")

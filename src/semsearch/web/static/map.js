@@ -146,15 +146,17 @@ function legend(labels) {
 // as the middle moves). A press that did not move is a click or a tap.
 function pointers(canvas) {
   const down = new Map(); // pointerId -> [x, y]
-  let moved = false;
+  let moved = false; // since the first pointer of this gesture went down
   let start = null;
+  let kind = "mouse"; // what made the gesture: a mouse, a pen or a finger
   const middle = ([a, b]) => [(a[0] + b[0]) / 2, (a[1] + b[1]) / 2];
   const apart = ([a, b]) => Math.hypot(a[0] - b[0], a[1] - b[1]);
   canvas.addEventListener("pointerdown", (event) => {
     if (event.pointerType === "mouse" && event.button !== 0) return;
     try { canvas.setPointerCapture(event.pointerId); } catch (_) { /* a synthetic pointer */ }
     down.set(event.pointerId, position(event));
-    if (down.size === 1) { moved = false; start = position(event); } else moved = true; // never a tap
+    if (down.size === 1) { moved = false; start = position(event); kind = event.pointerType; }
+    else moved = true; // two fingers are never a tap
   });
   canvas.addEventListener("pointermove", (event) => {
     const at = position(event);
@@ -179,16 +181,19 @@ function pointers(canvas) {
     if (moved) $("map-tip").hidden = true;
     redraw();
   });
-  const up = (event) => {
-    if (!down.delete(event.pointerId) || down.size || moved || event.type !== "pointerup" || !data) return;
-    const touch = event.pointerType !== "mouse";
+  const up = (event) => { down.delete(event.pointerId); };
+  canvas.addEventListener("pointerup", up);
+  canvas.addEventListener("pointercancel", up);
+  // On the click, not on pointerup: a tap's click comes after, and would land on whatever
+  // the search view puts where the map was.
+  canvas.addEventListener("click", (event) => {
+    if (moved || !data) return;
+    const touch = kind !== "mouse";
     const i = nearest(...position(event), touch ? 24 : 10);
     // A finger has no hover: its first tap shows the image, a second tap on it searches.
     if (touch && i !== hovered) showTip(i);
     else if (i >= 0) selectImage(data.ids[i], { view: "search" });
-  };
-  canvas.addEventListener("pointerup", up);
-  canvas.addEventListener("pointercancel", up);
+  });
   canvas.addEventListener("pointerleave", (event) => {
     if (event.pointerType === "mouse" && !down.size) showTip(-1);
   });

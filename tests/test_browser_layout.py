@@ -64,19 +64,20 @@ Opener = Callable[..., Any]
 
 @pytest.fixture
 def pages(browser: Any, request: pytest.FixtureRequest) -> Iterator[Opener]:
-    """Gives open(size, collection="generated"): a page of that size (a name in SIZES) on that
-    collection's server, showing the first image's results. Fails the test on a script error
-    in any of the pages."""
+    """Gives open(size, collection="generated", pixels=1): a page of that size (a name in
+    SIZES) on that collection's server, `pixels` device pixels to a CSS pixel, showing the
+    first image's results. Fails the test on a script error in any of the pages."""
     contexts: list[Any] = []
     errors: list[str] = []
 
-    def open_page(size: str, collection: str = "generated") -> Any:
+    def open_page(size: str, collection: str = "generated", pixels: float = 1) -> Any:
         fixture, images = COLLECTIONS[collection]
         width, height = SIZES[size]
         # bypass_csp: Playwright's waits and axe are scripts evaluated from strings, which the
         # page's own policy refuses (that policy is tested in test_web_api and test_browser).
         context = browser.new_context(viewport={"width": width, "height": height},
-                                      bypass_csp=True, has_touch=size == "phone")
+                                      device_scale_factor=pixels, bypass_csp=True,
+                                      has_touch=size == "phone")
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -258,12 +259,13 @@ def _map_view(page: Any) -> dict[str, float]:
 
 
 def test_map_fills_the_width_and_takes_touch_pan_and_pinch(pages: Opener, tmp_path: Path) -> None:
-    page = pages("phone")
+    page = pages("phone", pixels=3)  # as a phone's screen
     _open(page, "map", tmp_path)
     canvas = page.locator("#map-canvas")
     box = canvas.bounding_box()
     assert box and box["width"] >= 390 - 40  # the window less the page's margins
     ratio = page.evaluate("devicePixelRatio")
+    assert ratio == 3
     # sharp: a canvas pixel for each of the screen's (device pixels snap, hence the 1)
     assert abs(canvas.evaluate("c => c.width") - box["width"] * ratio) <= 1
     cdp = page.context.new_cdp_session(page)

@@ -72,9 +72,8 @@ function fit(canvas, entry) {
   const w = entry.contentRect.width, h = entry.contentRect.height;
   if (!w || !h) return;
   const ratio = window.devicePixelRatio || 1;
-  const exact = entry.devicePixelContentBoxSize?.[0];
-  canvas.width = exact ? exact.inlineSize : Math.round(w * ratio);
-  canvas.height = exact ? exact.blockSize : Math.round(h * ratio);
+  canvas.width = Math.round(w * ratio);
+  canvas.height = Math.round(h * ratio);
   Object.assign(size, { w, h, ratio: canvas.width / w });
   draw();
 }

@@ -280,3 +280,60 @@ def test_a_feature_set_without_vectors_here_is_a_clear_404(
                           params={"image_id": image_id, "feature_set": "tiny@block/avg"})
     assert response.status_code == 404 and "has no tiny@block/avg vectors" in \
         response.json()["detail"]
+
+
+def test_the_served_folder_is_the_page_s_default_collection(
+        web: tuple[TestClient, Session, Path], tmp_path: Path) -> None:
+    client, session, root = web
+    assert _ok(client.get("/api/options"))["default_collection"] is None  # the oldest
+    other = labeled_folder(tmp_path / "other", 6)
+    session.index(str(other))
+    ids = {c["root"]: c["id"] for c in _ok(client.get("/api/collections"))}
+    for served, expected in ((other, ids[str(other)]), (root, ids[str(root)]),
+                             (other / "class1", ids[str(other)]), (tmp_path / "elsewhere", None)):
+        app = create_app(session.config, session=session, allowed_hosts=("testserver",),
+                         default_collection=str(served))
+        with TestClient(app) as served_client:
+            options = _ok(served_client.get("/api/options"))
+        assert options["default_collection"] == expected, served
+
+
+def test_serve_path_hands_its_collection_to_the_page(
+        tmp_path: Path, cache_dir: Path, tiny_registry: Any, no_config_file: None,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    import uvicorn
+
+    from semsearch import cli
+    from semsearch.cli import arguments
+
+    db = tmp_path / "served.db"
+    first, second = labeled_folder(tmp_path / "first", 6), labeled_folder(tmp_path / "second", 6)
+    with Session(resolve_tiny(db, cache_dir), registry=tiny_registry) as session:
+        session.index(str(first))  # the oldest collection, which the page used to open
+    monkeypatch.setattr(arguments, "open_session", lambda config, create=False: Session(
+        config, registry=tiny_registry, create=create))
+    seen: dict[str, Any] = {}
+
+    def run(app: Any, **_: Any) -> None:  # asks the app what the page would, while it serves
+        with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+            seen["ids"] = {c["root"]: c["id"] for c in _ok(client.get("/api/collections"))}
+            seen["default"] = _ok(client.get("/api/options"))["default_collection"]
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert cli.main(["serve", str(second), "--model", "tiny", "--db", str(db), "--cache-dir",
+                     str(cache_dir), "--port", str(port), "--quiet"]) == 0
+    capsys.readouterr()
+    assert seen["ids"][str(first)] < seen["ids"][str(second)]
+    assert seen["default"] == seen["ids"][str(second)]
+
+
+def resolve_tiny(db: Path, cache_dir: Path) -> Any:
+    from semsearch.config import resolve
+
+    return resolve({"db": str(db), "cache_dir": str(cache_dir), "model": "tiny"}, env={})
+

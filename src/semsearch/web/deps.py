@@ -27,6 +27,8 @@ class WebState:
     config: Config
     fetch_policy: FetchPolicy = field(default_factory=FetchPolicy)
     upload_max_bytes: int = security.UPLOAD_MAX_BYTES
+    # The folder the page opens on (`semsearch serve PATH`), resolved; None: the oldest.
+    default_root: str | None = None
     # Query images are decoded a few at a time: a small file can hold a large image.
     decoding: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(2))

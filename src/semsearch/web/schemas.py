@@ -140,6 +140,9 @@ class Options(BaseModel):
     max_k: int
     expand_k: int
     upload_max_bytes: int
+    default_collection: int | None = Field(
+        description="the collection the page opens on (the folder `semsearch serve` was "
+        "given), null for the oldest")
 
 
 # -- search -----------------------------------------------------------------------------------

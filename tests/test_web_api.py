@@ -337,3 +337,52 @@ def resolve_tiny(db: Path, cache_dir: Path) -> Any:
 
     return resolve({"db": str(db), "cache_dir": str(cache_dir), "model": "tiny"}, env={})
 
+
+def test_why_by_an_uploaded_image_or_a_url(web: tuple[TestClient, Session, Path]) -> None:
+    client, session, _ = web
+    cid = _ok(client.get("/api/collections"))[0]["id"]
+    result = _ok(client.get(f"/api/collections/{cid}/images"))["images"][4]["id"]
+    params = {"result": result, "feature_set": "tiny@head_act/gem", "classifier": "tiny"}
+    why = _ok(client.post("/api/why/upload", content=_jpeg(), params=params,
+                          headers={"Content-Type": "image/jpeg"}))
+    assert -1 <= why["similarity"] <= 1 and why["query_png"].startswith("data:image/png")
+    assert len(why["query_classes"]) == 5
+    assert why["query_cam_png"].startswith("data:image/png;base64,")
+    plain = _ok(client.post("/api/why/upload", content=_jpeg(), params={
+        "result": result, "feature_set": "tiny@head_act/gem"}))
+    assert plain["query_classes"] is None and plain["query_cam_png"] is None
+    assert plain["similarity"] == pytest.approx(why["similarity"])
+    # The search's own caps and refusals.
+    too_big = client.post("/api/why/upload", content=b"\xff\xd8" + b"0" * 300_000, params=params)
+    assert too_big.status_code == 413
+    assert client.post("/api/why/upload", content=b"", params=params).status_code == 422
+    assert client.post("/api/why/upload", content=b"<html>", params=params).status_code == 415
+    for bad, status in (({"feature_set": "onnx:/etc/passwd@x/gem"}, 404),
+                        ({"classifier": "onnx:/etc/passwd"}, 404), ({"result": 999999}, 404)):
+        response = client.post("/api/why/upload", content=_jpeg(), params={**params, **bad})
+        assert response.status_code == status, (bad, response.text)
+    refused = client.post("/api/why/url", json={"url": "http://169.254.169.254/x.png", **params})
+    assert refused.status_code == 422 and "refusing" in refused.json()["detail"]
+    local = create_app(session.config, session=session)
+    with TestClient(local, base_url="http://127.0.0.1:8000") as same:
+        response = same.post("/api/why/upload", content=_jpeg(), params=params,
+                             headers={"Origin": "https://evil.example"})
+        assert response.status_code == 403
+
+
+def test_why_by_url_fetches_the_image_again(web: tuple[TestClient, Session, Path]) -> None:
+    client, _, _ = web
+    cid = _ok(client.get("/api/collections"))[0]["id"]
+    result = _ok(client.get(f"/api/collections/{cid}/images"))["images"][2]["id"]
+    _ImageServer.body = _jpeg(seed=9)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ImageServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/photo.jpg"
+        why = _ok(client.post("/api/why/url", json={
+            "url": url, "result": result, "feature_set": "tiny@head_act/gem"}))
+        upload = _ok(client.post("/api/why/upload", content=_ImageServer.body, params={
+            "result": result, "feature_set": "tiny@head_act/gem"}))
+        assert why["similarity"] == pytest.approx(upload["similarity"])
+    finally:
+        server.shutdown()

@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 
 from semsearch.config import Config
 from semsearch.errors import SemsearchError
@@ -55,6 +55,19 @@ class WebState:
             if not self._models:
                 self._models.extend(summarize(self.session.registry))
             return self._models
+
+    def fetch(self, url: str) -> bytes:
+        """Gives the image at url, fetched under the fetch policy, a few fetches at once (a
+        503 asking to retry when more are waiting)."""
+        from semsearch.web.fetch import fetch
+
+        if not self.fetching.acquire(blocking=False):
+            raise HTTPException(503, "too many URL fetches at once; try again",
+                                headers={"Retry-After": "2"})
+        try:
+            return fetch(url, self.fetch_policy)
+        finally:
+            self.fetching.release()
 
     def layer_depth(self, model: str, layer: str) -> int:
         """Gives the layer's position in the model (-1 if unknown)."""

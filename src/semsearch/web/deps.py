@@ -69,6 +69,13 @@ class WebState:
         finally:
             self.fetching.release()
 
+    def feature_layer(self, model: str) -> str | None:
+        """Gives the layer the model's classifier reads (None if the model is unknown)."""
+        try:
+            return self.session.models.spec(model).default_layer or None
+        except SemsearchError:
+            return None
+
     def layer_depth(self, model: str, layer: str) -> int:
         """Gives the layer's position in the model (-1 if unknown)."""
         try:

@@ -78,13 +78,17 @@ class FeatureSetOut(BaseModel):
     adapter: str | None
     dim: int
     vectors: int = Field(description="how many of the collection's images it has vectors for")
+    feature_layer: str | None = Field(None, description="the layer its (first) model's "
+                                      "classifier reads, where a model change lands when "
+                                      "the chosen layer is not there")
 
     @classmethod
-    def of(cls, item: CollectionFeatureSet, depth: int) -> FeatureSetOut:
+    def of(cls, item: CollectionFeatureSet, depth: int,
+           feature_layer: str | None = None) -> FeatureSetOut:
         fs = item.record.feature_set
         return cls(depth=depth, name=item.record.name, model=fs.model, layer=fs.layer,
                    pooling=fs.pooling, adapter=fs.adapter or None, dim=item.record.dim,
-                   vectors=item.vectors)
+                   vectors=item.vectors, feature_layer=feature_layer)
 
 
 class CollectionDetail(CollectionOut):

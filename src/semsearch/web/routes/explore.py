@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from semsearch.errors import QueryError
+from semsearch.errors import QueryError, SemsearchError
 from semsearch.featureset import FeatureSet
 from semsearch.web.deps import CollectionOf, ImageFile, Web, WebState
 from semsearch.web.schemas import ClassGuessOut, TopImageOut, UrlWhy, WhyOut, binary
@@ -126,5 +126,10 @@ def _why_outside(web: WebState, data: bytes, result: int, feature_set: str,
     check_query_size(data)
     with web.decoding:
         maps = similarity_maps(web.session, fs, data, record.path)
-        seen = seen_by(web.session, classifier, data) if classifier else None
+        seen = None
+        if classifier:
+            try:
+                seen = seen_by(web.session, classifier, data)
+            except SemsearchError:  # no classifier: the classes are extras, the maps are not
+                pass
     return WhyOut.of(fs, maps, seen)

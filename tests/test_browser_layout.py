@@ -186,6 +186,9 @@ def test_tab_reaches_every_result_card_and_enter_searches_with_it(pages: Opener,
     page.keyboard.press("Enter")
     page.wait_for_function(
         f"document.querySelector('#gallery .selected')?.dataset.id === '{ids[-1]}'")
+    # The new results take the focus's place: on the first card, not fallen to the page.
+    page.wait_for_function("document.activeElement === "
+                           "document.querySelector('#results .result button')")
     _open(page, "live", tmp_path)
     live = [c.get_attribute("data-id") for c in page.locator("#live-results .result").all()]
     assert _tab_to(page, "#live-results .result") == live

@@ -42,6 +42,7 @@ export function renderResults(grid, hits, onPick, onWhy) {
     arrowGrid(grid, ".card", (card) => card.querySelector("button"));
     withArrows.add(grid);
   }
+  const hadFocus = grid.contains(document.activeElement); // a card was worked by keyboard
   grid.replaceChildren(...hits.map((hit) => {
     const card = el("figure", "card result");
     card.dataset.id = hit.id;
@@ -82,4 +83,6 @@ export function renderResults(grid, hits, onPick, onWhy) {
     if (onPick) card.addEventListener("click", () => onPick(hit.id));
     return card;
   }));
+  // Focus stays in the results, on the first new card, rather than falling to the page.
+  if (hadFocus) grid.querySelector(".card button")?.focus({ preventScroll: true });
 }

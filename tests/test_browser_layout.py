@@ -93,7 +93,17 @@ def pages(browser: Any, request: pytest.FixtureRequest) -> Iterator[Opener]:
 
 
 def _shot(page: Any, name: str) -> None:
+    """Saves a full-page screenshot once the images in the window have loaded (those below
+    it load lazily, as the page is scrolled, and stay blank in a full-page shot)."""
+    from playwright.sync_api import TimeoutError as Slow
+
     ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        page.wait_for_function("""[...document.images].every((img) => img.complete
+            || !img.offsetParent || img.getBoundingClientRect().top > innerHeight)""",
+                               timeout=15_000)
+    except Slow:
+        pass  # the shot is still worth taking; what it shows says what was missing
     page.screenshot(path=str(ARTIFACTS / f"layout-{name}-{page.size_name}.png"), full_page=True)
 
 

@@ -39,8 +39,8 @@ def one_collection(c: CollectionOf, web: Web) -> CollectionDetail:
         **CollectionOut.of(summarize(web.session.store, c)).model_dump(),
         default_feature_set=default,
         feature_sets=[FeatureSetOut.of(item, web.layer_depth(
-            item.record.feature_set.models[0], item.record.feature_set.layer))
-            for item in sets])
+            item.record.feature_set.models[0], item.record.feature_set.layer),
+            web.session.models.title(item.record.feature_set)) for item in sets])
 
 
 @router.get("/api/collections/{cid}/images", summary="A collection's images, by class")

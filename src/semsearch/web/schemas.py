@@ -195,6 +195,8 @@ class SearchResponse(BaseModel):
 class TagOut(BaseModel):
     word: str
     score: float = Field(description="cosine similarity of the word and the image")
+    confident: bool = Field(description="whether the score reaches the threshold below which "
+                            "the page hides a tag unless asked")
 
 
 # -- evaluations and maps ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ import * as map from "./map.js";
 import * as live from "./live.js";
 import * as explore from "./explore.js";
 import { initWhy } from "./why.js";
+import { initExplain } from "./explain.js";
 import { provide } from "./actions.js";
 
 const views = { search, compare, map, live, explore };
@@ -122,6 +123,7 @@ async function loadCollection(id) {
 
 async function start() {
   initWhy();
+  initExplain();
   for (const view of Object.values(views)) view.init?.(state);
   for (const button of document.querySelectorAll("#tabs button")) {
     button.addEventListener("click", () => switchView(button.dataset.view));

@@ -46,17 +46,28 @@ def test_tiny_network_layers_and_a_composite() -> None:
     assert layer_title(table, "block", "fc") == "layer 3 of 9"  # a word it does not know
     assert layer_title(table, "fc", "fc") == "classifier scores"
     assert layer_title(table, "probs", "fc") == "class probabilities"
-    tables = [table, layer_table(TINY2.build(), 40, TINY2.classifier)]
+    tables = {"tiny": table, "tiny2": layer_table(TINY2.build(), 40, TINY2.classifier)}
     fs = FeatureSet("tiny+tiny2", "head_act", "gem")
-    assert feature_set_title(fs, [TINY, TINY2], tables) == (
+    assert feature_set_title(fs, [TINY, TINY2], tables.__getitem__) == (
         "random-weight test network (tiny) + random-weight test network (tiny2), last layer, "
         "GeM pooling")
     adapted = FeatureSet("tiny", "block", "max", "shoes")
-    assert feature_set_title(adapted, [TINY], tables[:1]) == (
+    assert feature_set_title(adapted, [TINY], tables.__getitem__) == (
         "random-weight test network, layer 3 of 9, max pooling, adapter shoes")
     # No spatial map, nothing pooled: the pooling is not named.
-    assert feature_set_title(FeatureSet("tiny", "probs", "avg"), [TINY], tables[:1]) == (
+    assert feature_set_title(FeatureSet("tiny", "probs", "avg"), [TINY], tables.__getitem__) == (
         "random-weight test network, class probabilities")
+    # The default layer and the classifier need no table (building one builds the network).
+    asked: list[str] = []
+    def table_of(name: str) -> list:  # type: ignore[type-arg]
+        asked.append(name)
+        return tables[name]
+
+    for layer in ("head_act", "fc"):
+        feature_set_title(FeatureSet("tiny+tiny2", layer, "avg"), [TINY, TINY2], table_of)
+    assert asked == []
+    feature_set_title(FeatureSet("tiny+tiny2", "block", "avg"), [TINY, TINY2], table_of)
+    assert set(asked) == {"tiny", "tiny2"}
 
 
 def test_the_session_names_feature_sets_and_falls_back_to_the_string(tiny_session) -> None:  # type: ignore[no-untyped-def]
@@ -89,18 +100,20 @@ def test_every_registered_model_and_their_composite() -> None:
         number = spec.name[-1]
         for pooling in POOLINGS:
             last = FeatureSet(spec.name, "_head_act", pooling)
-            assert feature_set_title(last, [spec], [tables[spec.name]]) == (
+            assert feature_set_title(last, [spec], tables.__getitem__) == (
                 f"EfficientNet-Lite{number}, last layer, {pooling_title(pooling)}")
+        # The spec's default layer is the last map of its table, as its title says.
+        assert layer_title(tables[spec.name], spec.default_layer, spec.classifier) == "last layer"
         early = FeatureSet(spec.name, "_blocks.1._project_conv", "gem")
-        assert feature_set_title(early, [spec], [tables[spec.name]]) == (
+        assert feature_set_title(early, [spec], tables.__getitem__) == (
             f"EfficientNet-Lite{number}, block 2 of {blocks[spec.name]}, projection "
             "convolution, GeM pooling")
         stem = FeatureSet(spec.name, "_conv_stem", "avg")
-        assert feature_set_title(stem, [spec], [tables[spec.name]]) == (
+        assert feature_set_title(stem, [spec], tables.__getitem__) == (
             f"EfficientNet-Lite{number}, first layer, average pooling")
     every = FeatureSet("lite0+lite1+lite2", "_head_act", "gem")
-    assert feature_set_title(every, specs, [tables[s.name] for s in specs]) == (
+    assert feature_set_title(every, specs, tables.__getitem__) == (
         "EfficientNet-Lite0+1+2, last layer, GeM pooling")
     block = FeatureSet("lite0+lite1+lite2", "_blocks.5", "max")
-    assert feature_set_title(block, specs, [tables[s.name] for s in specs]) == (
+    assert feature_set_title(block, specs, tables.__getitem__) == (
         "EfficientNet-Lite0+1+2, block 6 of 16/21, max pooling")

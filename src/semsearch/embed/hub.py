@@ -157,8 +157,7 @@ class Models:
         from semsearch.models.titles import feature_set_title
 
         try:
-            return feature_set_title(fs, self.specs(fs),
-                                     [self.layer_table(model) for model in fs.models])
+            return feature_set_title(fs, self.specs(fs), self.layer_table)
         except SemsearchError:
             return str(fs)
 

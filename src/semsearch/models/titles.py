@@ -6,11 +6,14 @@ page shows it one click away."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from semsearch.featureset import GEM_DEFAULT_P, FeatureSet, gem_exponent
 from semsearch.models.layers import PROBS, LayerInfo
 from semsearch.models.registry import ModelSpec
+
+# A model's layer table by its name.
+TableOf = Callable[[str], Sequence[LayerInfo]]
 
 
 def model_title(spec: ModelSpec) -> str:
@@ -128,16 +131,36 @@ def _merged(titles: list[str]) -> str:
     return " / ".join(unique)
 
 
-def feature_set_title(fs: FeatureSet, specs: Sequence[ModelSpec],
-                      tables: Sequence[Sequence[LayerInfo]]) -> str:
+def _model_layer_title(spec: ModelSpec, layer: str, table_of: TableOf) -> str:
+    """Gives the layer's human name in one model, reading its table only when the spec
+    cannot tell (its default layer is its last map, as the registry and onnx_spec make it)."""
+    if layer == PROBS:
+        return "class probabilities"
+    if layer == spec.classifier:
+        return "classifier scores"
+    if layer == spec.default_layer:
+        return "last layer"
+    return layer_title(table_of(spec.name), layer, spec.classifier)
+
+
+def _has_map(spec: ModelSpec, layer: str, table_of: TableOf) -> bool:
+    """Gives whether the layer has a spatial map to pool (an unknown one is said to)."""
+    if layer in (PROBS, spec.classifier):
+        return False
+    if layer == spec.default_layer:
+        return True
+    info = next((info for info in table_of(spec.name) if info.name == layer), None)
+    return info is None or bool(info.height)
+
+
+def feature_set_title(fs: FeatureSet, specs: Sequence[ModelSpec], table_of: TableOf) -> str:
     """Gives the feature set's human name, e.g. "EfficientNet-Lite0+1+2, last layer, GeM
-    pooling", from its models' specs and layer tables (one of each per model, in order).
-    A layer without a spatial map (classifier, probabilities) has no pooling to name."""
-    layers = [layer_title(table, fs.layer, spec.classifier)
-              for spec, table in zip(specs, tables, strict=True)]
+    pooling", from its models' specs (in order) and their layer tables, asked of `table_of`
+    only where a spec cannot tell (building a table builds the network). A layer without a
+    spatial map (classifier, probabilities) has no pooling to name."""
+    layers = [_model_layer_title(spec, fs.layer, table_of) for spec in specs]
     parts = [models_title(specs), _merged(layers)]
-    first = next((info for info in tables[0] if info.name == fs.layer), None) if tables else None
-    if first is None or first.height:
+    if _has_map(specs[0], fs.layer, table_of):
         parts.append(pooling_title(fs.pooling))
     if fs.adapter:
         parts.append(f"adapter {fs.adapter}")

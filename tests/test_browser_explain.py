@@ -113,12 +113,13 @@ def test_what_is_this_opens_and_closes_with_the_keyboard(page: Any) -> None:
 
     page.route("**/api/collections/*/search?*", with_dba)
     page.locator("#gallery .thumb").nth(1).click()
-    dba = page.locator("#query .whatis[data-topic=dba]")
+    dba = page.locator("#query .whatis[data-topic=metric-dba]")
     dba.wait_for()
     assert "over 10 neighbours" in page.locator("#query .metric-title").inner_text()
+    assert page.locator("#query .fs-line .whatis").count() == 1  # one "?" for the line
     dba.click()
     panel = page.locator("#" + dba.get_attribute("aria-controls"))
-    assert "nearest neighbours" in panel.inner_text()
+    assert "Cosine" in panel.inner_text() and "nearest neighbours" in panel.inner_text()
     page.unroute("**/api/collections/*/search?*")
     # Every control's "?" is a real button with a name.
     for topic in ("layer", "pooling", "metric"):

@@ -62,7 +62,7 @@ const TOPICS = {
     + "direction (which features are present, not how strongly); Euclidean is the straight-line "
     + "distance. A result's percentage is its similarity in that measure."],
   dba: ["What is database-side augmentation?",
-    "Before searching, each image's vector is blended with those of its nearest neighbours "
+    "Database-side augmentation: before searching, each image's vector is blended with those of its nearest neighbours "
     + "in the collection, so that images of a tight group pull together. It usually lifts the "
     + "score, and it is why a result's similarity can differ from the plain cosine that "
     + "\u201cwhy?\u201d shows."],
@@ -71,6 +71,9 @@ const TOPICS = {
     + "with how well it matches what the classifier recognizes in the image. Weak matches are "
     + "hidden until asked: they are usually wrong."],
 };
+// With DBA on, the metric line has one "?" for both.
+TOPICS["metric-dba"] = ["What are the metric and database-side augmentation?", TOPICS.metric[1],
+  TOPICS.dba[1]];
 
 let serial = 0;
 const uid = (prefix) => `${prefix}-${++serial}`;
@@ -107,14 +110,14 @@ function toggler(button, panel, onChange) {
 
 // The "?" button of a topic and the panel it opens (hidden), for the caller to place.
 export function whatIs(topic) {
-  const [question, answer] = TOPICS[topic];
+  const [question, ...answer] = TOPICS[topic];
   const button = el("button", "whatis", "?");
   button.setAttribute("aria-label", question);
   button.title = question;
   button.dataset.topic = topic;
   const panel = el("div", "whatis-panel");
   panel.setAttribute("role", "note");
-  panel.append(el("p", null, answer));
+  panel.append(...answer.map((text) => el("p", null, text)));
   panel.hidden = true;
   toggler(button, panel);
   return [button, panel];
@@ -135,12 +138,8 @@ export function featureSetLine(result) {
   const line = el("div", "muted fs-line");
   line.append(el("span", "fs-title", result.title || result.feature_set), "; ",
     el("span", "metric-title", result.metric_title || result.metric));
-  const panels = [];
-  for (const topic of result.metric.includes("DBA") ? ["metric", "dba"] : ["metric"]) {
-    const [button, panel] = whatIs(topic);
-    line.append(" ", button);
-    panels.push(panel);
-  }
+  const [button, panel] = whatIs(result.metric.includes("DBA") ? "metric-dba" : "metric");
+  line.append(" ", button);
   const exact = el("code", "fs-exact", `${result.feature_set}, ${result.metric}`);
   exact.hidden = true;
   const show = el("button", "linklike fs-exact-toggle", "exact name");
@@ -148,7 +147,7 @@ export function featureSetLine(result) {
   toggler(show, exact);
   line.append(" ", show, " ", exact);
   const both = document.createDocumentFragment();
-  both.append(line, ...panels);
+  both.append(line, panel);
   return both;
 }
 

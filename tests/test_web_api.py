@@ -280,3 +280,109 @@ def test_a_feature_set_without_vectors_here_is_a_clear_404(
                           params={"image_id": image_id, "feature_set": "tiny@block/avg"})
     assert response.status_code == 404 and "has no tiny@block/avg vectors" in \
         response.json()["detail"]
+
+
+def test_the_served_folder_is_the_page_s_default_collection(
+        web: tuple[TestClient, Session, Path], tmp_path: Path) -> None:
+    client, session, root = web
+    assert _ok(client.get("/api/options"))["default_collection"] is None  # the oldest
+    other = labeled_folder(tmp_path / "other", 6)
+    session.index(str(other))
+    ids = {c["root"]: c["id"] for c in _ok(client.get("/api/collections"))}
+    for served, expected in ((other, ids[str(other)]), (root, ids[str(root)]),
+                             (other / "class1", ids[str(other)]), (tmp_path / "elsewhere", None)):
+        app = create_app(session.config, session=session, allowed_hosts=("testserver",),
+                         default_collection=str(served))
+        with TestClient(app) as served_client:
+            options = _ok(served_client.get("/api/options"))
+        assert options["default_collection"] == expected, served
+
+
+def test_serve_path_hands_its_collection_to_the_page(
+        tmp_path: Path, cache_dir: Path, tiny_registry: Any, no_config_file: None,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    import uvicorn
+
+    from semsearch import cli
+    from semsearch.cli import arguments
+
+    db = tmp_path / "served.db"
+    first, second = labeled_folder(tmp_path / "first", 6), labeled_folder(tmp_path / "second", 6)
+    with Session(resolve_tiny(db, cache_dir), registry=tiny_registry) as session:
+        session.index(str(first))  # the oldest collection, which the page used to open
+    monkeypatch.setattr(arguments, "open_session", lambda config, create=False: Session(
+        config, registry=tiny_registry, create=create))
+    seen: dict[str, Any] = {}
+
+    def run(app: Any, **_: Any) -> None:  # asks the app what the page would, while it serves
+        with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+            seen["ids"] = {c["root"]: c["id"] for c in _ok(client.get("/api/collections"))}
+            seen["default"] = _ok(client.get("/api/options"))["default_collection"]
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert cli.main(["serve", str(second), "--model", "tiny", "--db", str(db), "--cache-dir",
+                     str(cache_dir), "--port", str(port), "--quiet"]) == 0
+    capsys.readouterr()
+    assert seen["ids"][str(first)] < seen["ids"][str(second)]
+    assert seen["default"] == seen["ids"][str(second)]
+
+
+def resolve_tiny(db: Path, cache_dir: Path) -> Any:
+    from semsearch.config import resolve
+
+    return resolve({"db": str(db), "cache_dir": str(cache_dir), "model": "tiny"}, env={})
+
+
+def test_why_by_an_uploaded_image_or_a_url(web: tuple[TestClient, Session, Path]) -> None:
+    client, session, _ = web
+    cid = _ok(client.get("/api/collections"))[0]["id"]
+    result = _ok(client.get(f"/api/collections/{cid}/images"))["images"][4]["id"]
+    params = {"result": result, "feature_set": "tiny@head_act/gem", "classifier": "tiny"}
+    why = _ok(client.post("/api/why/upload", content=_jpeg(), params=params,
+                          headers={"Content-Type": "image/jpeg"}))
+    assert -1 <= why["similarity"] <= 1 and why["query_png"].startswith("data:image/png")
+    assert len(why["query_classes"]) == 5
+    assert why["query_cam_png"].startswith("data:image/png;base64,")
+    plain = _ok(client.post("/api/why/upload", content=_jpeg(), params={
+        "result": result, "feature_set": "tiny@head_act/gem"}))
+    assert plain["query_classes"] is None and plain["query_cam_png"] is None
+    assert plain["similarity"] == pytest.approx(why["similarity"])
+    # The search's own caps and refusals.
+    too_big = client.post("/api/why/upload", content=b"\xff\xd8" + b"0" * 300_000, params=params)
+    assert too_big.status_code == 413
+    assert client.post("/api/why/upload", content=b"", params=params).status_code == 422
+    assert client.post("/api/why/upload", content=b"<html>", params=params).status_code == 415
+    for bad, status in (({"feature_set": "onnx:/etc/passwd@x/gem"}, 404),
+                        ({"classifier": "onnx:/etc/passwd"}, 404), ({"result": 999999}, 404)):
+        response = client.post("/api/why/upload", content=_jpeg(), params={**params, **bad})
+        assert response.status_code == status, (bad, response.text)
+    refused = client.post("/api/why/url", json={"url": "http://169.254.169.254/x.png", **params})
+    assert refused.status_code == 422 and "refusing" in refused.json()["detail"]
+    local = create_app(session.config, session=session)
+    with TestClient(local, base_url="http://127.0.0.1:8000") as same:
+        response = same.post("/api/why/upload", content=_jpeg(), params=params,
+                             headers={"Origin": "https://evil.example"})
+        assert response.status_code == 403
+
+
+def test_why_by_url_fetches_the_image_again(web: tuple[TestClient, Session, Path]) -> None:
+    client, _, _ = web
+    cid = _ok(client.get("/api/collections"))[0]["id"]
+    result = _ok(client.get(f"/api/collections/{cid}/images"))["images"][2]["id"]
+    _ImageServer.body = _jpeg(seed=9)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ImageServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/photo.jpg"
+        why = _ok(client.post("/api/why/url", json={
+            "url": url, "result": result, "feature_set": "tiny@head_act/gem"}))
+        upload = _ok(client.post("/api/why/upload", content=_ImageServer.body, params={
+            "result": result, "feature_set": "tiny@head_act/gem"}))
+        assert why["similarity"] == pytest.approx(upload["similarity"])
+    finally:
+        server.shutdown()

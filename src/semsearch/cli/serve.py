@@ -24,6 +24,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         raise ConfigError(f"--port must be from 1 to 65535, not {args.port}")
     _check_listen(config.host, args.port)  # before indexing, and before printing an address
     with arguments.open_session(config, create=True) as session:
+        served = None
         if args.path is not None:
             bar = _Bar(not args.quiet, "indexing")
             try:
@@ -31,10 +32,12 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
                                        feature_set=_chosen(args, session), progress=bar)
             finally:
                 bar.close()
+            served = report.root
             print(f"{report.root}: {report.found} images ({report.embedded} embedded, "
                   f"{len(report.failed)} skipped)")
         plan = serving(config, args.port)
-        app = create_app(plan.config, session=session, allowed_hosts=plan.allowed_hosts)
+        app = create_app(plan.config, session=session, allowed_hosts=plan.allowed_hosts,
+                         default_collection=served)
         print(f"ConvNet Playground: {plan.address}", flush=True)
         if plan.everywhere:
             print(f"  (listening on every address of this machine, {config.host}; use the "

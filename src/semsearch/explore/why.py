@@ -151,6 +151,21 @@ def top_classes(session: Context, model: str, source: str | bytes,
             for i in order]
 
 
+@dataclass(frozen=True)
+class SeenBy:
+    """What a classifier sees in an image: its top classes, and where it sees the first."""
+
+    classes: list[ClassGuess]
+    cam_png: bytes
+
+
+def seen_by(session: Context, model: str, source: str | bytes, k: int = 5) -> SeenBy:
+    """Gives the model's k most probable classes for an image and the first one's activation
+    map, in one call for an image the server does not keep (an upload is sent once)."""
+    classes = top_classes(session, model, source, k)
+    return SeenBy(classes, class_map(session, model, source, classes[0].index))
+
+
 def class_map(session: Context, model: str, source: str | bytes, class_index: int) -> bytes:
     """Gives a PNG of the image (as the model sees it) with the class's activation map."""
     layer, weights = _classifier(session, model)

@@ -51,6 +51,17 @@ def list_collections(store: Store) -> list[Collection]:
     return [_collection(cid, root) for cid, root in store.collections()]
 
 
+def collection_holding(store: Store, path: str) -> Collection | None:
+    """Gives the collection whose folder is path, else the deepest one holding it, else
+    None (path as indexing stores it: resolved)."""
+    inside = [(cid, root) for cid, root in store.collections()
+              if path == root or path.startswith(root.rstrip(os.sep) + os.sep)]
+    if not inside:
+        return None
+    cid, root = max(inside, key=lambda item: len(item[1]))
+    return _collection(cid, root)
+
+
 def get_collection(store: Store, cid: int) -> Collection:
     """Gives one collection (a single indexed lookup), or raises NotIndexedError."""
     root = store.collection_root(cid)

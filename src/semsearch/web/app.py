@@ -30,7 +30,8 @@ ROUTERS = (collections, images, models, search, evaluations, maps, explore, page
 def create_app(config: Config, *, registry: ModelRegistry | None = None,
                session: Session | None = None, fetch_policy: FetchPolicy | None = None,
                upload_max_bytes: int = security.UPLOAD_MAX_BYTES,
-               allowed_hosts: tuple[str, ...] = security.LOOPBACK_HOSTS) -> FastAPI:
+               allowed_hosts: tuple[str, ...] = security.LOOPBACK_HOSTS,
+               default_collection: str | None = None) -> FastAPI:
     """Gives the FastAPI application serving the catalogue of `config` (or `session`).
     Without a token (config.token), requests must name one of `allowed_hosts` (a web page
     cannot reach the server by pointing its own name at 127.0.0.1); with one, any host name
@@ -42,7 +43,8 @@ def create_app(config: Config, *, registry: ModelRegistry | None = None,
                   description="Semantic image search with convolutional networks.",
                   version="1", docs_url=None, redoc_url=None)
     attach(app, WebState(session or Session(config, registry=registry, create=True), config,
-                         fetch_policy or FetchPolicy(), upload_max_bytes))
+                         fetch_policy or FetchPolicy(), upload_max_bytes,
+                         default_collection))
     security.install(app, token=config.token, allowed_hosts=allowed_hosts,
                      upload_max_bytes=upload_max_bytes)
     errors.add_handlers(app)

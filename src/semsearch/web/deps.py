@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 
 from semsearch.config import Config
 from semsearch.errors import SemsearchError
@@ -27,6 +27,8 @@ class WebState:
     config: Config
     fetch_policy: FetchPolicy = field(default_factory=FetchPolicy)
     upload_max_bytes: int = security.UPLOAD_MAX_BYTES
+    # The folder the page opens on (`semsearch serve PATH`), resolved; None: the oldest.
+    default_root: str | None = None
     # Query images are decoded a few at a time: a small file can hold a large image.
     decoding: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(2))
@@ -53,6 +55,26 @@ class WebState:
             if not self._models:
                 self._models.extend(summarize(self.session.registry))
             return self._models
+
+    def fetch(self, url: str) -> bytes:
+        """Gives the image at url, fetched under the fetch policy, a few fetches at once (a
+        503 asking to retry when more are waiting)."""
+        from semsearch.web.fetch import fetch
+
+        if not self.fetching.acquire(blocking=False):
+            raise HTTPException(503, "too many URL fetches at once; try again",
+                                headers={"Retry-After": "2"})
+        try:
+            return fetch(url, self.fetch_policy)
+        finally:
+            self.fetching.release()
+
+    def feature_layer(self, model: str) -> str | None:
+        """Gives the layer the model's classifier reads (None if the model is unknown)."""
+        try:
+            return self.session.models.spec(model).default_layer or None
+        except SemsearchError:
+            return None
 
     def layer_depth(self, model: str, layer: str) -> int:
         """Gives the layer's position in the model (-1 if unknown)."""

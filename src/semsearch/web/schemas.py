@@ -16,7 +16,7 @@ from semsearch.featureset import FeatureSet
 if TYPE_CHECKING:  # the explorer's modules load what rendering needs; a type is enough here
     from semsearch.explore.channels import TopImage
     from semsearch.explore.maps import ShownMap
-    from semsearch.explore.why import SimilarityMaps
+    from semsearch.explore.why import SeenBy, SimilarityMaps
     from semsearch.models.layers import LayerInfo
     from semsearch.query.collection import (
         Collection,
@@ -41,6 +41,14 @@ class UrlSearch(BaseModel):
     feature_set: str | None = Field(None, max_length=1000)
     metric: str | None = Field(None, max_length=40)
     k: int = Field(15, ge=1, le=MAX_K)
+
+
+class UrlWhy(BaseModel):
+    url: str = Field(..., max_length=4096, description="the http(s) URL searched by")
+    result: int = Field(description="the id of the indexed result image")
+    feature_set: str = Field(..., max_length=1000)
+    classifier: str | None = Field(None, max_length=200, description="a model whose "
+                                   "classes of the query to include")
 
 
 # -- collections and images -------------------------------------------------------------------
@@ -70,15 +78,20 @@ class FeatureSetOut(BaseModel):
     adapter: str | None
     dim: int
     vectors: int = Field(description="how many of the collection's images it has vectors for")
+    feature_layer: str | None = Field(None, description="the layer its (first) model's "
+                                      "classifier reads, where a model change lands when "
+                                      "the chosen layer is not there")
     title: str = Field(description="the feature set in words, e.g. 'EfficientNet-Lite0, last "
                        "layer, GeM pooling'; `name` is the exact string")
 
     @classmethod
-    def of(cls, item: CollectionFeatureSet, depth: int, title: str) -> FeatureSetOut:
+    def of(cls, item: CollectionFeatureSet, depth: int, feature_layer: str | None = None,
+           title: str = "") -> FeatureSetOut:
         fs = item.record.feature_set
         return cls(depth=depth, name=item.record.name, model=fs.model, layer=fs.layer,
                    pooling=fs.pooling, adapter=fs.adapter or None, dim=item.record.dim,
-                   vectors=item.vectors, title=title)
+                   vectors=item.vectors, feature_layer=feature_layer,
+                   title=title or item.record.name)
 
 
 class CollectionDetail(CollectionOut):
@@ -142,6 +155,9 @@ class Options(BaseModel):
     max_k: int
     expand_k: int
     upload_max_bytes: int
+    default_collection: int | None = Field(
+        description="the collection the page opens on (the folder `semsearch serve` was "
+        "given), null for the oldest")
 
 
 # -- search -----------------------------------------------------------------------------------
@@ -296,20 +312,33 @@ class ClassGuessOut(BaseModel):
     probability: float
 
 
+def _png(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
 class WhyOut(BaseModel):
     feature_set: str
     models: list[str] = Field(description="the feature set's models, in order")
     layer: str
     pooling: str
-    similarity: float = Field(description="cosine similarity of the two images")
+    similarity: float = Field(description="cosine similarity of the two images' own pooled "
+                              "vectors: what the heatmaps split (a search's ranking may "
+                              "differ: DBA, focus, or another metric)")
     query_png: str = Field(description="data: URL of the query's heatmap")
     result_png: str = Field(description="data: URL of the result's heatmap")
+    query_classes: list[ClassGuessOut] | None = Field(
+        None, description="for a query the server does not keep (upload, URL), when a "
+        "classifier was named: its top-5 classes")
+    query_cam_png: str | None = Field(None, description="data: URL of where the classifier "
+                                      "sees the query's top class (with query_classes)")
 
     @classmethod
-    def of(cls, fs: FeatureSet, maps: SimilarityMaps) -> WhyOut:
-        def png(data: bytes) -> str:
-            return "data:image/png;base64," + base64.b64encode(data).decode()
-
+    def of(cls, fs: FeatureSet, maps: SimilarityMaps, seen: SeenBy | None = None) -> WhyOut:
+        classes = None if seen is None else [
+            ClassGuessOut(index=g.index, name=g.name, probability=g.probability)
+            for g in seen.classes]
         return cls(feature_set=str(fs), models=list(fs.models), layer=fs.layer,
                    pooling=fs.pooling, similarity=maps.similarity,
-                   query_png=png(maps.query_png), result_png=png(maps.result_png))
+                   query_png=_png(maps.query_png), result_png=_png(maps.result_png),
+                   query_classes=classes,
+                   query_cam_png=None if seen is None else _png(seen.cam_png))

@@ -25,6 +25,7 @@ from semsearch.store import ImageRecord, Store
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 UPLOAD_MAX_BYTES = 20 * 1024 * 1024
+UPLOAD_PATHS = ("/search/upload", "/why/upload")  # the requests whose body is an image
 BODY_MAX_BYTES = 64 * 1024  # any other request body (a URL search's JSON)
 TOKEN_COOKIE = "semsearch_token"
 # A query image may hold at most this many pixels (a small PNG can decode to gigabytes).
@@ -92,7 +93,7 @@ def install(app: FastAPI, *, token: str | None, allowed_hosts: tuple[str, ...],
 
     # One cap on every request body: an upload's own, else a small one.
     app.add_middleware(BodyLimit, limit_for=lambda path: (
-        upload_max_bytes if path.endswith("/search/upload") else BODY_MAX_BYTES))
+        upload_max_bytes if path.endswith(UPLOAD_PATHS) else BODY_MAX_BYTES))
     if not token:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.middleware("http")(_guard(token))

@@ -4,13 +4,15 @@ why two images match."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
+from semsearch.errors import QueryError, SemsearchError
 from semsearch.featureset import FeatureSet
-from semsearch.web.deps import CollectionOf, ImageFile, Web
-from semsearch.web.schemas import ClassGuessOut, TopImageOut, WhyOut, binary
-from semsearch.web.security import same_site, with_file
+from semsearch.web.deps import CollectionOf, ImageFile, Web, WebState
+from semsearch.web.schemas import ClassGuessOut, TopImageOut, UrlWhy, WhyOut, binary
+from semsearch.web.security import check_query_size, same_site, with_file
 
 router = APIRouter(dependencies=[Depends(same_site)])  # all of it is costly work
 
@@ -81,3 +83,53 @@ def why(web: Web, query: int, result: int,
     web.served_model(fs.model)
     a, b = with_file(web.session.store, query), with_file(web.session.store, result)
     return WhyOut.of(fs, similarity_maps(web.session, fs, a.path, b.path))
+
+
+@router.post("/api/why/upload", summary="Why an uploaded image matches an indexed result "
+             "(the request body is the image file, as for a search by upload)",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "image/*": {"schema": {"type": "string", "format": "binary"}}}}})
+async def why_upload(request: Request, web: Web, result: int,
+                     feature_set: str = Query(..., max_length=1000),
+                     classifier: str | None = Query(None, max_length=200)) -> WhyOut:
+    data = await request.body()  # capped by security.BodyLimit
+    if not data:
+        raise QueryError("the upload is empty; send the image file as the request body")
+    return await run_in_threadpool(_why_outside, web, data, result, feature_set, classifier)
+
+
+@router.post("/api/why/url", summary="Why the image at a URL matches an indexed result "
+             "(fetched again, as for a search by URL)")
+def why_url(web: Web, body: UrlWhy) -> WhyOut:
+    _served(web, body.feature_set, body.classifier)  # refused before anything is fetched
+    return _why_outside(web, web.fetch(body.url), body.result, body.feature_set,
+                        body.classifier)
+
+
+def _served(web: WebState, feature_set: str, classifier: str | None) -> FeatureSet:
+    """Gives the base feature set once it and the classifier may be loaded."""
+    fs = FeatureSet.parse(feature_set).base
+    web.served_model(fs.model)
+    if classifier:
+        web.served_model(classifier)
+    return fs
+
+
+def _why_outside(web: WebState, data: bytes, result: int, feature_set: str,
+                 classifier: str | None) -> WhyOut:
+    """Gives why a query the server does not keep matches an indexed image, with what the
+    classifier sees in the query; a few decoded at once, once their size is safe."""
+    from semsearch.explore.why import seen_by, similarity_maps
+
+    fs = _served(web, feature_set, classifier)
+    record = with_file(web.session.store, result)
+    check_query_size(data)
+    with web.decoding:
+        maps = similarity_maps(web.session, fs, data, record.path)
+        seen = None
+        if classifier:
+            try:
+                seen = seen_by(web.session, classifier, data)
+            except SemsearchError:  # no classifier: the classes are extras, the maps are not
+                pass
+    return WhyOut.of(fs, maps, seen)

@@ -30,7 +30,10 @@ def layers(name: str, web: Web) -> list[LayerOut]:
 def options(web: Web) -> Options:
     from semsearch.featureset import POOLINGS
     from semsearch.index.metric import METRICS
+    from semsearch.query.collection import collection_holding
 
+    served = collection_holding(web.session.store, web.default_root) if web.default_root else None
     return Options(poolings=list(POOLINGS), metrics=list(METRICS),
                    default_metric=web.config.metric, default_k=15, max_k=MAX_K,
-                   expand_k=web.config.expand_k, upload_max_bytes=web.upload_max_bytes)
+                   expand_k=web.config.expand_k, upload_max_bytes=web.upload_max_bytes,
+                   default_collection=served.id if served else None)

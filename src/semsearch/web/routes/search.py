@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from semsearch.errors import QueryError
@@ -53,18 +53,11 @@ async def search_by_upload(c: CollectionOf, request: Request, web: Web,
 @router.post("/api/collections/{cid}/search/url", summary="Search by an image URL")
 def search_by_url(c: CollectionOf, web: Web, body: UrlSearch) -> SearchResponse:
     from semsearch.index.metric import Metric
-    from semsearch.web.fetch import fetch
 
     web.served_feature_set(body.feature_set)
     if body.metric:
         Metric(body.metric)  # a bad one is refused before anything is fetched
-    if not web.fetching.acquire(blocking=False):
-        raise HTTPException(503, "too many URL searches at once; try again",
-                            headers={"Retry-After": "2"})
-    try:
-        data = fetch(body.url, web.fetch_policy)
-    finally:
-        web.fetching.release()
+    data = web.fetch(body.url)
     return SearchResponse.of(_search_image(web, c, data, feature_set=body.feature_set,
                                            metric=body.metric, k=body.k))
 

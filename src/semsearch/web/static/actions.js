@@ -9,5 +9,7 @@ export function provide(implementations) {
   Object.assign(handlers, implementations);
 }
 
+// options: {view} to show it in a view; {replace: true} for a step not kept in history.
 export const selectImage = (id, options) => handlers.selectImage(id, options);
-export const setFeatureSet = (name) => handlers.setFeatureSet(name);
+// options: {metric, view} to search with a metric too, or show the result in a view.
+export const setFeatureSet = (name, options) => handlers.setFeatureSet(name, options);

@@ -8,6 +8,7 @@ import * as explore from "./explore.js";
 import { initWhy } from "./why.js";
 import { initExplain } from "./explain.js";
 import { provide } from "./actions.js";
+import { readAddress, writeAddress } from "./address.js";
 
 const views = { search, compare, map, live, explore };
 const $ = (id) => document.getElementById(id);
@@ -24,11 +25,24 @@ const state = {
   focus: "",
   view: "search",
 };
+let options = null; // /api/options: metrics, defaults, limits
+let collections = []; // /api/collections
 
 window.addEventListener("error", (event) => showError(`Something went wrong: ${event.message}`));
 window.addEventListener("unhandledrejection", (event) => {
   showError(event.reason && event.reason.message ? event.reason.message : String(event.reason));
 });
+
+// A thumbnail, heatmap or query image that fails to load shows a placeholder, not the
+// browser's broken-image icon (the explorer's tiles handle their own: they render on demand).
+document.addEventListener("error", (event) => {
+  const img = event.target;
+  if (!(img instanceof HTMLImageElement) || img.dataset.broken) return;
+  if (!img.closest(".card, .gallery, .query, #why, #map-tip")) return;
+  img.dataset.broken = "yes";
+  img.classList.add("broken");
+  img.src = "/static/broken.svg";
+}, true);
 
 function fill(select, values, chosen, label = (v) => v) {
   select.replaceChildren(...values.map((value) => {
@@ -38,6 +52,8 @@ function fill(select, values, chosen, label = (v) => v) {
     option.selected = value === chosen;
     return option;
   }));
+  // The select keeps its width (style.css); its full text is one hover away.
+  select.title = select.selectedOptions[0]?.textContent ?? "";
 }
 
 const unique = (values) => [...new Set(values)];
@@ -54,23 +70,42 @@ function syncFeatureControls() {
   fill($("pooling"), unique(sameLayer.map((fs) => fs.pooling)), current.pooling);
 }
 
+// A model change keeps the layer when the new model has it, else takes the model's feature
+// layer (the one its classifier reads), else its deepest; the pooling is kept where it can be.
 function pickFeatureSet(changed) {
   const current = parts(state.featureSet);
-  const model = $("model").value;
-  const layer = changed === "model" ? null : $("layer").value;
-  const pooling = changed === "pooling" ? $("pooling").value : current.pooling;
   const modelKey = (fs) => fs.model + (fs.adapter ? `:${fs.adapter}` : "");
-  const candidates = state.featureSets.filter((fs) => modelKey(fs) === model);
-  const best = candidates.find((fs) => (layer === null || fs.layer === layer) && fs.pooling === pooling)
-    || candidates.find((fs) => layer === null || fs.layer === layer) || candidates[0];
+  const candidates = state.featureSets.filter((fs) => modelKey(fs) === $("model").value);
+  const has = (layer) => candidates.some((fs) => fs.layer === layer);
+  let layer = $("layer").value;
+  if (changed === "model") {
+    const deepest = candidates.reduce((a, b) => (b.depth > a.depth ? b : a), candidates[0]).layer;
+    layer = has(current.layer) ? current.layer
+      : has(candidates[0].feature_layer) ? candidates[0].feature_layer : deepest;
+  }
+  const pooling = changed === "pooling" ? $("pooling").value : current.pooling;
+  const best = candidates.find((fs) => fs.layer === layer && fs.pooling === pooling)
+    || candidates.find((fs) => fs.layer === layer) || candidates[0];
   state.featureSet = best.name;
   syncFeatureControls();
 }
 
-function setFeatureSet(name) {
+// Every deliberate choice is a history entry; `push: false` changes the current one.
+function remember({ push = true } = {}) {
+  writeAddress(state, options ? options.default_k : 15, { push });
+}
+
+// A feature set chosen elsewhere (a leaderboard row, the map's next layer), optionally with
+// its metric and the view to show it in.
+function setFeatureSet(name, { metric, view } = {}) {
   state.featureSet = name;
+  if (metric && options.metrics.includes(metric)) {
+    state.metric = metric;
+    $("metric").value = metric;
+  }
   syncFeatureControls();
-  refresh();
+  if (view && view !== state.view) switchView(view);
+  else { remember(); refresh(); }
 }
 
 function refresh() {
@@ -84,33 +119,40 @@ function refresh() {
   Promise.resolve(view.show(state)).catch((error) => showError(error.message));
 }
 
-function selectImage(id, { view } = {}) {
+function selectImage(id, { view, replace = false } = {}) {
   state.selected = id;
   if (view && view !== state.view) switchView(view);
-  else refresh();
+  else { remember({ push: !replace }); refresh(); }
 }
 
-function switchView(name) {
+function showView(name) {
   state.view = name;
-  if (name !== "explore" && window.location.hash.startsWith("#explore")) {
-    history.replaceState(null, "", window.location.pathname);
-  }
   for (const button of document.querySelectorAll("#tabs button")) {
     button.setAttribute("aria-selected", String(button.dataset.view === name));
   }
   for (const key of Object.keys(views)) $(`view-${key}`).hidden = key !== name;
+}
+
+// The explorer writes its own #explore address (explore.js) when it shows.
+function switchView(name) {
+  showView(name);
+  if (name !== "explore") remember();
   refresh();
 }
 
-async function loadCollection(id) {
+// Opens a collection on the feature set and image asked for when it has them, else its
+// default feature set and first image.
+async function loadCollection(id, want = {}) {
   const collection = await get(`/api/collections/${id}`);
   state.collection = collection;
+  $("collection").value = String(collection.id);
   // Layers are offered in network order, shallow to deep.
   state.featureSets = [...collection.feature_sets].sort((a, b) => a.depth - b.depth);
-  state.featureSet = collection.default_feature_set;
+  state.featureSet = parts(want.featureSet) ? want.featureSet : collection.default_feature_set;
   const listing = await get(`/api/collections/${id}/images`, { limit: 20000 });
   state.images = listing.images;
-  state.selected = state.images.length ? state.images[0].id : null;
+  const asked = state.images.some((image) => image.id === want.image);
+  state.selected = asked ? want.image : state.images.length ? state.images[0].id : null;
   for (const select of ["model", "layer", "pooling"]) $(select).replaceChildren();
   if (state.featureSet) syncFeatureControls();
   for (const view of Object.values(views)) view.reset?.(state);
@@ -119,6 +161,39 @@ async function loadCollection(id) {
   } else if (!state.images.length) {
     showError(`Collection ${collection.name} has no image files left on disk.`);
   }
+}
+
+// Takes the metric, results and focus the address asks for (the defaults where it says
+// nothing), and shows them in the controls.
+function applyChoices(want) {
+  if (want.metric && options.metrics.includes(want.metric)) state.metric = want.metric;
+  state.k = want.k !== null && want.k >= 1 && want.k <= options.max_k ? want.k : options.default_k;
+  state.focus = (want.focus ?? "").trim().slice(0, 100);
+  $("metric").value = state.metric;
+  $("metric").title = state.metric;
+  $("k").value = state.k;
+  $("focus").value = state.focus;
+  if (state.k !== options.default_k || state.focus) {
+    $("advanced-toggle").checked = true;
+    $("advanced").hidden = false;
+  }
+}
+
+// Shows what the address says: on load, and on Back and Forward.
+async function followAddress() {
+  const want = readAddress();
+  const known = collections.some((c) => c.id === want.collection);
+  if (known && want.collection !== state.collection?.id) {
+    await loadCollection(want.collection, want);
+  } else if (state.collection) {
+    if (parts(want.featureSet)) state.featureSet = want.featureSet;
+    if (state.images.some((image) => image.id === want.image)) state.selected = want.image;
+    if (state.featureSet) syncFeatureControls();
+  }
+  applyChoices(want);
+  if (want.view === "explore") explore.readHash();
+  showView(want.view || "search");
+  refresh();
 }
 
 async function start() {
@@ -131,38 +206,64 @@ async function start() {
   $("collection").addEventListener("change", async (event) => {
     try {
       await loadCollection(event.target.value);
+      remember();
       if (state.featureSet && state.images.length) refresh();
     } catch (error) { showError(error.message); }
   });
-  $("model").addEventListener("change", () => { pickFeatureSet("model"); refresh(); });
-  $("layer").addEventListener("change", () => { pickFeatureSet("layer"); refresh(); });
-  $("pooling").addEventListener("change", () => { pickFeatureSet("pooling"); refresh(); });
-  $("metric").addEventListener("change", (event) => { state.metric = event.target.value; refresh(); });
+  const chose = (changed) => () => { pickFeatureSet(changed); remember(); refresh(); };
+  $("model").addEventListener("change", chose("model"));
+  $("layer").addEventListener("change", chose("layer"));
+  $("pooling").addEventListener("change", chose("pooling"));
+  $("metric").addEventListener("change", (event) => {
+    state.metric = event.target.value;
+    event.target.title = state.metric;
+    remember();
+    refresh();
+  });
   $("advanced-toggle").addEventListener("change", (event) => { $("advanced").hidden = !event.target.checked; });
-  window.addEventListener("hashchange", () => { if (explore.readHash()) switchView("explore"); });
-  const explorerLink = explore.readHash();
-  if (explorerLink) switchView("explore"); // a shared link to a model, layer or channel
+  $("focus").addEventListener("change", (event) => {
+    state.focus = event.target.value.trim();
+    remember();
+    refresh();
+  });
+  const want = readAddress();
+  if (want.view === "explore") { explore.readHash(); showView("explore"); refresh(); } // no collection needed
 
-  const [collections, options] = await Promise.all([get("/api/collections"), get("/api/options")]);
+  [collections, options] = await Promise.all([get("/api/collections"), get("/api/options")]);
   state.metric = options.default_metric;
-  state.k = options.default_k;
-  $("k").value = state.k;
   fill($("metric"), options.metrics, state.metric);
   $("k").addEventListener("change", (event) => {
     const k = Number.parseInt(event.target.value, 10);
-    if (k >= 1 && k <= options.max_k) { state.k = k; refresh(); }
+    if (k >= 1 && k <= options.max_k) { state.k = k; remember(); refresh(); }
     else showError(`Results must be from 1 to ${options.max_k}.`);
   });
   if (!collections.length) {
+    applyChoices(want);
     showError("Nothing is indexed yet. Run `semsearch serve FOLDER` to index a folder and browse it.");
     return;
   }
-  fill($("collection"), collections.map((c) => String(c.id)), String(collections[0].id),
+  // The address's collection, else the one `semsearch serve PATH` was given, else the oldest.
+  const first = [want.collection, options.default_collection].find(
+    (id) => collections.some((c) => c.id === id)) ?? collections[0].id;
+  fill($("collection"), collections.map((c) => String(c.id)), String(first),
     (id) => { const c = collections.find((x) => String(x.id) === id); return `${c.name} (${c.images})`; });
-  await loadCollection(collections[0].id);
+  await loadCollection(first, want);
+  ready = true;
+  if (moved) { await followAddress(); remember({ push: false }); return; } // changed meanwhile
+  applyChoices(want);
+  showView(want.view || "search");
+  remember({ push: false }); // the address now names everything shown
   if (state.featureSet && state.images.length) refresh();
-  else if (explorerLink) refresh();
+  else if (want.view === "explore") refresh();
 }
+
+// Back, Forward, or an address changed by hand: shown once the page has started.
+let ready = false;
+let moved = false;
+window.addEventListener("popstate", () => {
+  if (!ready) { moved = true; return; }
+  followAddress().catch((error) => showError(error.message));
+});
 
 provide({ selectImage, setFeatureSet });
 start().catch((error) => showError(error.message));

@@ -86,11 +86,19 @@ export async function show(state) {
       row.scores.weighted_p15.toFixed(2), row.scores.map.toFixed(3),
       row.image_score === null ? "" : row.image_score.toFixed(1)];
     for (const value of values) { const td = document.createElement("td"); td.textContent = String(value); tr.append(td); }
+    // A row opens Search with its feature set and metric, by click, Enter or Space.
     const usable = state.featureSets.find((fs) => fs.name === row.feature_set);
     if (usable) {
       tr.classList.add("clickable");
-      tr.title = "search with this feature set";
-      tr.addEventListener("click", () => setFeatureSet(row.feature_set));
+      tr.tabIndex = 0;
+      tr.title = `search with ${row.feature_set}, ${row.metric}`;
+      tr.setAttribute("aria-label", `${i + 1}: ${row.feature_set}, ${row.metric}, weighted score `
+        + `${row.scores.weighted_p15.toFixed(2)}; opens Search with it`);
+      const open = () => setFeatureSet(row.feature_set, { metric: row.metric, view: "search" });
+      tr.addEventListener("click", open);
+      tr.addEventListener("keydown", (event) => {
+        if (event.key === "Enter" || event.key === " ") { event.preventDefault(); open(); }
+      });
     }
     return tr;
   }));

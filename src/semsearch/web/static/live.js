@@ -2,6 +2,8 @@
 import { clearError, get, post, showError } from "./api.js";
 import { renderQuery, renderResults } from "./results.js";
 import { selectImage } from "./actions.js";
+import { rankedBy, toTop } from "./search.js";
+import { openWhy } from "./why.js";
 
 const $ = (id) => document.getElementById(id);
 let last = null; // what was searched last, with success: {kind: "file", file} or {kind: "url", url}
@@ -10,21 +12,39 @@ let preview = null;
 
 const settingsKey = (state) => `${state.collection.id}|${state.featureSet}|${state.metric}|${state.k}`;
 
+let request = 0;
+
+// A live query as why.js sends it again: the uploaded file, or the URL (words have no image).
+const whyQuery = (what) => (what.kind === "file" ? { file: what.file }
+  : what.kind === "url" ? { url: what.url } : null);
+
 async function run(state, what) {
   clearError();
+  const mine = ++request;
   const base = `/api/collections/${state.collection.id}/search`;
   const params = { k: state.k, metric: state.metric };
   if (state.featureSet) params.feature_set = state.featureSet;
+  // The results shown stay, dimmed, until the new ones arrive (style.css .stale).
+  $("live-results").classList.add("stale");
+  $("live-results").setAttribute("aria-busy", "true");
   let result;
-  if (what.kind === "text") {
-    result = await get(`${base}/text`, { q: what.text, k: state.k });
-  } else if (what.kind === "file") {
+  try {
+    if (what.kind === "text") {
+      result = await get(`${base}/text`, { q: what.text, k: state.k });
+    } else if (what.kind === "file") {
+      result = await post(`${base}/upload`, what.file, params, what.file.type || "application/octet-stream");
+    } else {
+      result = await post(`${base}/url`, { url: what.url, ...params, k: Number(state.k) });
+    }
+  } finally {
+    if (mine === request) $("live-results").setAttribute("aria-busy", "false");
+  }
+  if (mine !== request) return; // a newer query was made meanwhile
+  if (what.kind === "file" && (!last || last.file !== what.file)) {
     if (preview) URL.revokeObjectURL(preview);
     preview = URL.createObjectURL(what.file);
-    result = await post(`${base}/upload`, what.file, params, what.file.type || "application/octet-stream");
-  } else {
-    result = await post(`${base}/url`, { url: what.url, ...params, k: Number(state.k) });
   }
+  const isNew = last !== what;
   last = what;
   lastKey = settingsKey(state);
   renderQuery($("live-query"), {
@@ -32,13 +52,19 @@ async function run(state, what) {
       : what.kind === "text" ? `“${result.query}”` : what.url,
     imageSrc: what.kind === "file" ? preview : null, label: null, result,
   });
-  renderResults($("live-results"), result.hits, (id) => selectImage(id, { view: "search" }));
+  const query = whyQuery(what);
+  const featureSet = result.feature_set;
+  renderResults($("live-results"), result.hits, (id) => selectImage(id, { view: "search" }),
+    query ? (hit) => openWhy({ query, hit, featureSet, ranked: rankedBy(result) }) : null);
+  $("live-results").classList.remove("stale");
+  if (isNew) toTop($("live-results"), $("live-query"));
 }
 
 export function init(state) {
   const drop = $("drop");
   const guard = (promise) => promise.catch((error) => {
     $("live-results").replaceChildren();
+    $("live-results").classList.remove("stale");
     $("live-query").replaceChildren();
     showError(error.message);
   });

@@ -7,6 +7,17 @@ import { tagLine } from "./explain.js";
 
 const $ = (id) => document.getElementById(id);
 let request = 0;
+let shownKey = null; // what the results shown were searched with
+
+// A new query starts at the top of its results, with the query in sight.
+export function toTop(grid, query) {
+  grid.scrollTop = 0;
+  if (query.getBoundingClientRect().top < 0) query.scrollIntoView({ block: "start" });
+}
+
+// How the results were ranked, as the card's number says it.
+export const rankedBy = (result) => (result.feature_set.includes(", focus on ")
+  ? `cosine, ${result.feature_set.split(", ").slice(1).join(", ")}` : result.metric);
 
 export function reset(state) {
   const gallery = $("gallery");
@@ -43,7 +54,7 @@ export function init(state) {
     event.preventDefault();
     const at = state.images.findIndex((image) => image.id === state.selected);
     const next = Math.max(0, Math.min(state.images.length - 1, at + steps[event.key]));
-    selectImage(state.images[next].id);
+    selectImage(state.images[next].id, { replace: true }); // one history entry per run of keys
   });
 }
 
@@ -56,10 +67,19 @@ export async function show(state) {
   }
   const mine = ++request;
   const image = state.images.find((item) => item.id === state.selected);
-  const result = await get(`/api/collections/${state.collection.id}/search`, {
-    image_id: state.selected, feature_set: state.featureSet, metric: state.metric, k: state.k,
-    focus: state.focus,
-  });
+  const key = `${state.collection.id}|${state.selected}|${state.featureSet}|${state.metric}|${state.k}|${state.focus}`;
+  // The results shown stay, dimmed, until the new ones arrive (style.css .stale).
+  $("results").classList.add("stale");
+  $("results").setAttribute("aria-busy", "true");
+  let result;
+  try {
+    result = await get(`/api/collections/${state.collection.id}/search`, {
+      image_id: state.selected, feature_set: state.featureSet, metric: state.metric, k: state.k,
+      focus: state.focus,
+    });
+  } finally {
+    if (mine === request) $("results").setAttribute("aria-busy", "false");
+  }
   if (mine !== request) return; // a newer selection has been made meanwhile
   renderQuery($("query"), {
     title: image ? image.name : `image ${state.selected}`,
@@ -67,8 +87,12 @@ export async function show(state) {
     label: state.collection.labeled && image ? image.label : null,
     result,
   });
+  const queryId = state.selected;
   renderResults($("results"), result.hits, (id) => selectImage(id),
-    (hit) => openWhy(state, state.selected, hit));
+    (hit) => openWhy({ query: { id: queryId }, hit, featureSet: state.featureSet, ranked: rankedBy(result) }));
+  $("results").classList.remove("stale");
+  if (key !== shownKey) toTop($("results"), $("query"));
+  shownKey = key;
   // Words for the query image, when the model has an ImageNet classifier (quietly absent
   // otherwise: they are extra, not the result).
   get(`/api/images/${state.selected}/tags`).then((tags) => {

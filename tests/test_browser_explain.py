@@ -128,18 +128,23 @@ def test_what_is_this_opens_and_closes_with_the_keyboard(page: Any) -> None:
         assert button.get_attribute("aria-label").startswith("What is")
 
 
-def test_the_human_name_is_shown_with_the_exact_string_one_click_away(page: Any) -> None:
+def test_the_human_name_is_shown_with_the_exact_string_copied_in_one_click(
+        page: Any) -> None:
     line = page.locator("#query .fs-line")
     assert line.locator(".fs-title").inner_text() == TINY_TITLE
     assert line.locator(".metric-title").inner_text() == "cosine"
-    exact = line.locator(".fs-exact")
-    assert exact.is_hidden()
-    assert "tiny@" not in line.inner_text()
-    toggle = line.locator(".fs-exact-toggle")
-    toggle.click()
-    exact.wait_for(state="visible")
-    assert exact.inner_text() == "tiny@head_act/gem, cosine"
-    assert toggle.get_attribute("aria-expanded") == "true"
+    exact = line.locator(".fs-exact code")
+    assert exact.is_visible() and exact.inner_text() == "tiny@head_act/gem, cosine"
+    # The human name comes first; the exact string is the smaller line under it.
+    name_size = line.locator(".fs-title").evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
+    code_size = exact.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
+    assert code_size < name_size
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    copy = line.locator(".fs-copy")
+    assert copy.get_attribute("aria-label") == "copy the exact name"
+    copy.click()
+    page.wait_for_function("document.querySelector('#query .fs-copy').textContent === 'copied'")
+    assert page.evaluate("navigator.clipboard.readText()") == "tiny@head_act/gem, cosine"
     _shot(page, f"explain-exact-name-{page.size}")
     page.select_option("#layer", "block")
     page.wait_for_function(

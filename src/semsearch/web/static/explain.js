@@ -1,6 +1,6 @@
 // Explanations revealed as needed: a short introduction per view (dismissed once, remembered
 // in localStorage), "what is this?" disclosures beside the terms a newcomer meets, the
-// feature set's human name with its exact string one click away, and tags with their
+// feature set's human name with its exact string beside it, copied in one click, and tags with their
 // confidence, the weak ones hidden unless asked. The names come from the API (`title`,
 // `metric_title`, `confident`); this module only shows them.
 
@@ -133,22 +133,44 @@ export function explained(node, topic) {
 }
 
 // "EfficientNet-Lite0+1+2, last layer, GeM pooling; cosine, with database-side augmentation
-// over 10 neighbours", a "?" for the metric (and DBA), and the exact string on request.
+// over 10 neighbours", a "?" for the metric (and DBA), and under it, small, the exact string
+// as the CLI and the API write it, with a button that copies it.
 export function featureSetLine(result) {
   const line = el("div", "muted fs-line");
   line.append(el("span", "fs-title", result.title || result.feature_set), "; ",
     el("span", "metric-title", result.metric_title || result.metric));
   const [button, panel] = whatIs(result.metric.includes("DBA") ? "metric-dba" : "metric");
   line.append(" ", button);
-  const exact = el("code", "fs-exact", `${result.feature_set}, ${result.metric}`);
-  exact.hidden = true;
-  const show = el("button", "linklike fs-exact-toggle", "exact name");
-  show.title = "the exact feature set and metric, as the CLI and the API write them";
-  toggler(show, exact);
-  line.append(" ", show, " ", exact);
+  const exact = el("div", "fs-exact");
+  const code = el("code", null, `${result.feature_set}, ${result.metric}`);
+  const copy = el("button", "linklike fs-copy", "copy");
+  copy.type = "button";
+  copy.setAttribute("aria-label", "copy the exact name");
+  copy.title = "the exact feature set and metric, as the CLI and the API write them";
+  copy.addEventListener("click", () => copyText(code, copy));
+  exact.append(code, " ", copy);
+  line.append(exact);
   const both = document.createDocumentFragment();
   both.append(line, panel);
   return both;
+}
+
+// Copies the code's text; where the browser refuses (a plain-http address that is not
+// loopback), selects it for Ctrl+C instead. The button says which happened.
+function copyText(code, button) {
+  const say = (text) => {
+    button.textContent = text;
+    setTimeout(() => { button.textContent = "copy"; }, 2000);
+  };
+  const select = () => {
+    const range = document.createRange();
+    range.selectNodeContents(code);
+    window.getSelection().removeAllRanges();
+    window.getSelection().addRange(range);
+    say("selected: press Ctrl+C");
+  };
+  if (!navigator.clipboard) { select(); return; }
+  navigator.clipboard.writeText(code.textContent).then(() => say("copied"), select);
 }
 
 const percent = (tag) => `${tag.word} ${Math.round(tag.score * 100)}%`;

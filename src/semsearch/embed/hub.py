@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from semsearch.config import Config
 from semsearch.embed.build import AdapterWeights, ExtractorSettings, build_extractor, load
 from semsearch.embed.extractors import Extractor, adapted_input_key
-from semsearch.errors import FeatureSetError
+from semsearch.errors import FeatureSetError, SemsearchError
 from semsearch.featureset import FeatureSet, check_pooling, join_models, split_models
 from semsearch.models.onnx_file import is_onnx_name, onnx_input, onnx_spec
 from semsearch.models.registry import ModelRegistry, ModelSpec, input_key
@@ -150,6 +150,16 @@ class Models:
             if model not in self._tables:
                 self._tables[model] = layers(self.registry, model, onnx_input(self.config))
             return self._tables[model]
+
+    def title(self, fs: FeatureSet) -> str:
+        """Gives the feature set's human name (models.titles), or its exact string when a
+        model of it cannot be described here (no longer registered, its ONNX file gone)."""
+        from semsearch.models.titles import feature_set_title
+
+        try:
+            return feature_set_title(fs, self.specs(fs), self.layer_table)
+        except SemsearchError:
+            return str(fs)
 
     def network(self, model: str) -> tuple[Any, threading.Lock]:
         """Gives a registered model's torch network (built once) and the lock to hold while

@@ -31,3 +31,17 @@ class Metric:
 
     def __str__(self) -> str:
         return f"minkowski(p={self.p:g})" if self.name == "minkowski" else self.name
+
+
+_METRIC_TITLES = {"cosine": "cosine", "euclidean": "Euclidean distance",
+                  "sqeuclidean": "squared Euclidean distance", "ip": "inner product"}
+
+
+def metric_title(metric: Metric, expand_k: int = 0) -> str:
+    """Gives the metric line in words, e.g. "cosine, with database-side augmentation over
+    10 neighbours" (what `cosine + DBA k=10` means)."""
+    title = (f"Minkowski distance, p={metric.p:g}" if metric.name == "minkowski"
+             else _METRIC_TITLES[metric.name])
+    if expand_k:
+        title += f", with database-side augmentation over {expand_k} neighbours"
+    return title

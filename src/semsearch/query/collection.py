@@ -143,7 +143,8 @@ def search_collection(session: Context, collection: Collection, query: Query, *,
     if label is not None:
         relevant = [collection.label(hit.path) == label for hit in result.hits]
         weighted = float(weighted_precision_at_15(np.array([relevant[:WEIGHTED_DEPTH]]))[0])
-    return replace(relabeled(result, collection.label, label, k), weighted_p15=weighted)
+    return replace(relabeled(result, collection.label, label, k), weighted_p15=weighted,
+                   title=session.models.title(record.feature_set))
 
 
 def query_label(store: Store, collection: Collection, query: Query) -> str | None:

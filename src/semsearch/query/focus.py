@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from semsearch.errors import FeatureSetError, QueryError
+from semsearch.index.metric import Metric, metric_title
 from semsearch.query.collection import Collection, labeled, resolve_feature_set
 from semsearch.query.context import Context
 from semsearch.query.hits import FocusClass, SearchResult, best_existing
@@ -89,4 +90,6 @@ def focus_collection(session: Context, collection: Collection, query: Query,
                      focused_search(session, query, record, focus, k=k, within=collection.root),
                      query)
     name = result.focus.name if result.focus else focus
-    return replace(result, feature_set=f"{result.feature_set}, focus on {name}")
+    return replace(result, feature_set=f"{result.feature_set}, focus on {name}",
+                   title=f"{session.models.title(record.feature_set)}, focused on {name}",
+                   metric_title=metric_title(Metric()))

@@ -50,7 +50,8 @@ class FocusClass:
 class SearchResult:
     """A ranked list of hits, with what ranked them and how long it took. `query_label` is
     the query's class when it is a labeled image of the collection searched, and
-    `weighted_p15` its score in ConvNet Playground's weighted precision at 15."""
+    `weighted_p15` its score in ConvNet Playground's weighted precision at 15. `title` and
+    `metric_title` say what `feature_set` and `metric` mean in words (empty: not given)."""
 
     query: str
     feature_set: str
@@ -61,6 +62,8 @@ class SearchResult:
     query_label: str | None = None
     weighted_p15: float | None = None
     focus: FocusClass | None = None
+    title: str = ""
+    metric_title: str = ""
 
 
 def similarity_percent(metric: str, distance: float, score: float) -> float:

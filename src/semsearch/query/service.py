@@ -17,7 +17,7 @@ from semsearch.embed.extractors import Extractor
 from semsearch.errors import NotIndexedError, QueryError
 from semsearch.images import printable, real_path
 from semsearch.index.catalog import IndexCatalog, LoadedIndex
-from semsearch.index.metric import Metric
+from semsearch.index.metric import Metric, metric_title
 from semsearch.index.protocol import VectorIndex
 from semsearch.query.hits import Hit, SearchResult, similarity_percent
 from semsearch.store import FeatureSetRecord, ImageRecord, Store
@@ -159,6 +159,7 @@ class SearchService:
             hits=hits,
             embed_ms=embed_ms,
             search_ms=total_ms - embed_ms,
+            metric_title=metric_title(metric, loaded.expand_k),
         )
 
     def query_vector(self, query: Query, feature_set: FeatureSetRecord

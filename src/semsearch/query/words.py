@@ -16,6 +16,7 @@ import numpy.typing as npt
 from semsearch.errors import FeatureSetError, NotIndexedError
 from semsearch.featureset import FeatureSet, split_models
 from semsearch.images import check_unmoved, real_path
+from semsearch.index.metric import Metric, metric_title
 from semsearch.indexing.local import index_folder
 from semsearch.indexing.plan import Progress
 from semsearch.models.layers import PROBS
@@ -159,7 +160,9 @@ def search_collection_words(session: Context, collection: Collection, query: str
     index_text(session, collection.root, max_age=fresh_within)
     result = relabeled(search_text(session, query, k=k, root=collection.root),
                        collection.label, None)
-    return replace(result, feature_set=f"{result.feature_set} (words)")
+    return replace(result, feature_set=f"{result.feature_set} (words)",
+                   title=f"{session.models.title(text_feature_set(session))}, matched to the words",
+                   metric_title=metric_title(Metric()))
 
 
 def fresh_image_tags(session: Context, image_id: int, k: int = 5) -> list[Tag]:

@@ -81,14 +81,17 @@ class FeatureSetOut(BaseModel):
     feature_layer: str | None = Field(None, description="the layer its (first) model's "
                                       "classifier reads, where a model change lands when "
                                       "the chosen layer is not there")
+    title: str = Field(description="the feature set in words, e.g. 'EfficientNet-Lite0, last "
+                       "layer, GeM pooling'; `name` is the exact string")
 
     @classmethod
-    def of(cls, item: CollectionFeatureSet, depth: int,
-           feature_layer: str | None = None) -> FeatureSetOut:
+    def of(cls, item: CollectionFeatureSet, depth: int, feature_layer: str | None = None,
+           title: str = "") -> FeatureSetOut:
         fs = item.record.feature_set
         return cls(depth=depth, name=item.record.name, model=fs.model, layer=fs.layer,
                    pooling=fs.pooling, adapter=fs.adapter or None, dim=item.record.dim,
-                   vectors=item.vectors, feature_layer=feature_layer)
+                   vectors=item.vectors, feature_layer=feature_layer,
+                   title=title or item.record.name)
 
 
 class CollectionDetail(CollectionOut):
@@ -189,11 +192,17 @@ class SearchResponse(BaseModel):
     embed_ms: float
     search_ms: float
     hits: list[HitOut]
+    title: str = Field(description="what ranked the hits in words (`feature_set` is the "
+                       "exact string)")
+    metric_title: str = Field(description="`metric` in words, e.g. 'cosine, with "
+                              "database-side augmentation over 10 neighbours'")
 
     @classmethod
     def of(cls, result: SearchResult) -> SearchResponse:
         return cls(query=result.query, query_label=result.query_label,
                    feature_set=result.feature_set, metric=result.metric,
+                   title=result.title or result.feature_set,
+                   metric_title=result.metric_title or result.metric,
                    weighted_p15=result.weighted_p15, embed_ms=round(result.embed_ms, 2),
                    search_ms=round(result.search_ms, 2),
                    hits=[HitOut.of(h) for h in result.hits])
@@ -202,6 +211,8 @@ class SearchResponse(BaseModel):
 class TagOut(BaseModel):
     word: str
     score: float = Field(description="cosine similarity of the word and the image")
+    confident: bool = Field(description="whether the score reaches the threshold below which "
+                            "the page hides a tag unless asked")
 
 
 # -- evaluations and maps ---------------------------------------------------------------------

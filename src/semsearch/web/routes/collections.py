@@ -40,7 +40,8 @@ def one_collection(c: CollectionOf, web: Web) -> CollectionDetail:
         default_feature_set=default,
         feature_sets=[FeatureSetOut.of(item, web.layer_depth(
             item.record.feature_set.models[0], item.record.feature_set.layer),
-            web.feature_layer(item.record.feature_set.models[0])) for item in sets])
+            web.feature_layer(item.record.feature_set.models[0]),
+            web.session.models.title(item.record.feature_set)) for item in sets])
 
 
 @router.get("/api/collections/{cid}/images", summary="A collection's images, by class")

@@ -54,7 +54,7 @@ def full_image(record: ImageFile, web: Web) -> Response:
 def tags(image_id: int, web: Web, k: int = Query(5, ge=1, le=50)) -> list[TagOut]:
     from semsearch.query.words import fresh_image_tags
 
-    return [TagOut(word=tag.word, score=tag.score)
+    return [TagOut(word=tag.word, score=tag.score, confident=tag.confident)
             for tag in fresh_image_tags(web.session, image_id, k)]
 
 

@@ -6,6 +6,7 @@ import * as map from "./map.js";
 import * as live from "./live.js";
 import * as explore from "./explore.js";
 import { initWhy } from "./why.js";
+import { initExplain } from "./explain.js";
 import { provide } from "./actions.js";
 import { readAddress, writeAddress } from "./address.js";
 
@@ -197,6 +198,7 @@ async function followAddress() {
 
 async function start() {
   initWhy();
+  initExplain();
   for (const view of Object.values(views)) view.init?.(state);
   for (const button of document.querySelectorAll("#tabs button")) {
     button.addEventListener("click", () => switchView(button.dataset.view));

@@ -3,6 +3,7 @@
 // arrows move from card to card.
 import { thumb } from "./api.js";
 import { arrowGrid } from "./keys.js";
+import { explained, featureSetLine } from "./explain.js";
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -23,9 +24,9 @@ export function renderQuery(box, { title, imageSrc, label, result }) {
   info.append(el("div", "query-title", title));
   if (label) info.append(el("div", "muted", `class: ${label}`));
   if (result) {
-    info.append(el("div", "muted", `${result.feature_set}, ${result.metric}`));
+    info.append(featureSetLine(result));
     if (result.weighted_p15 !== null && result.weighted_p15 !== undefined) {
-      info.append(el("div", "score", `weighted score: ${result.weighted_p15.toFixed(1)}%`));
+      info.append(explained(el("div", "score", `weighted score: ${result.weighted_p15.toFixed(1)}%`), "score"));
     }
     info.append(el("div", "muted timing",
       `embedding ${result.embed_ms.toFixed(1)} ms, search ${result.search_ms.toFixed(1)} ms`));

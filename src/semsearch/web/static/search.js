@@ -4,6 +4,7 @@ import { renderQuery, renderResults } from "./results.js";
 import { selectImage } from "./actions.js";
 import { openWhy } from "./why.js";
 import { activatable, perRow } from "./keys.js";
+import { tagLine } from "./explain.js";
 
 const $ = (id) => document.getElementById(id);
 let request = 0;
@@ -95,9 +96,6 @@ export async function show(state) {
   // otherwise: they are extra, not the result).
   get(`/api/images/${state.selected}/tags`).then((tags) => {
     if (mine !== request) return;
-    const line = document.createElement("div");
-    line.className = "muted tags";
-    line.textContent = `tags: ${tags.map((t) => t.word).join(", ")}`;
-    $("query").querySelector(".query-info")?.append(line);
+    $("query").querySelector(".query-info")?.append(tagLine(tags));
   }).catch(() => {});
 }

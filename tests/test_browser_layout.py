@@ -275,6 +275,8 @@ def test_map_fills_the_width_and_takes_touch_pan_and_pinch(pages: Opener, tmp_pa
     page = pages("phone", pixels=3)  # as a phone's screen
     _open(page, "map", tmp_path)
     canvas = page.locator("#map-canvas")
+    # The view's introduction stands above the map: touches go where the map is on screen.
+    canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
     assert box and box["width"] >= 390 - 40  # the window less the page's margins
     ratio = page.evaluate("devicePixelRatio")

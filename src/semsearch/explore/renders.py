@@ -68,7 +68,7 @@ class RenderJob:
     @property
     def fraction(self) -> float:
         """Gives how much is done, from 0 to 1 (a batch counts as its steps go)."""
-        if not self.channels:
+        if not self.channels or self.state == "done":
             return 1.0
         return min(1.0, self.steps_done / self.steps_total) if self.steps_total else (
             len(self.rendered) / len(self.channels))
@@ -226,10 +226,17 @@ class Renderer:
     def _run_batch(self, job: RenderJob) -> None:
         """Renders the job's next batch. A cancel, or for a pre-render a job asked for
         meanwhile, stops it between two steps (that batch is redone when it resumes)."""
+        # Channels another job rendered meanwhile are done: the batch takes the next ones.
+        cached = cached_channels(self.session, job.model, job.layer, job.missing, self.settings)
         with self._lock:
-            if not job.active:
+            ready = set(job.rendered) | set(cached)
+            job.rendered = [c for c in job.channels if c in ready]
+            if not job.active or not job.missing:
+                if job.active:
+                    job.state, job.finished = "done", time.monotonic()
                 return
             chunk = job.missing[:self.batch]
+            job.steps_total = job.steps_done + self._steps(len(job.missing))
             job.state = "running"
             job.started = job.started or time.monotonic()
             job._running_since = began = time.monotonic()

@@ -116,7 +116,7 @@ def test_a_cancelled_job_stops_and_the_prerender_gives_way(tiny_session: Session
     plan = prerender_plan(tiny_session, ["tiny"])
     assert plan[0] == ("tiny", "head_act") and ("tiny", "stem") in plan
     quick = Renderer(tiny_session, replace(FAST, steps=200, seed=13), batch=30)
-    quick.prerender([("tiny", "head_act"), ("tiny", "stem")])
+    quick.prerender(lambda: [("tiny", "head_act"), ("tiny", "stem")])
     while not quick.jobs() or not quick.jobs()[0].steps_done:
         time.sleep(0.01)
     background = quick.jobs()[0]
@@ -170,3 +170,31 @@ def test_render_routes(tiny_session: Session) -> None:
     assert client.get("/api/renders/9999").status_code == 404
     assert client.delete(f"/api/renders/{again['id']}").json()["state"] == "done"
     assert client.delete("/api/renders/9999").status_code == 404
+
+
+def test_the_server_prerenders_while_idle_and_says_so(tiny_session: Session) -> None:
+    from fastapi.testclient import TestClient
+
+    from semsearch.web.app import create_app
+    from semsearch.web.routes.explore import prerender, renderer_of
+
+    app = create_app(tiny_session.config, session=tiny_session, allowed_hosts=("testserver",))
+    client = TestClient(app)
+    renderer_of(app).settings = replace(FAST, steps=30, seed=14)  # quick; nothing cached
+    prerender(app, ["tiny"])
+    seen = []
+    deadline = time.monotonic() + 60
+    while True:
+        queue = client.get("/api/renders").json()
+        seen += [(j["layer"], j["background"]) for j in queue["jobs"]]
+        if not queue["jobs"] and not queue["planned_layers"] and seen:
+            break
+        assert time.monotonic() < deadline, queue
+        time.sleep(0.01)
+    # The feature layer first, then the sweep's convolutions; every one a background job.
+    layers = list(dict.fromkeys(layer for layer, _ in seen))
+    assert layers[0] == "head_act" and set(layers) <= {"head_act", "stem", "block", "head"}
+    assert all(background for _, background in seen)
+    made = client.post("/api/models/tiny/layers/block/renders", json={"channels": [0, 15]})
+    assert made.json()["state"] == "done"  # pre-rendered
+    renderer_of(app).close()

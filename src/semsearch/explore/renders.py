@@ -100,9 +100,10 @@ class Renderer:
             session, settings or RenderSettings(), batch, kept)
         self._jobs: dict[int, RenderJob] = {}
         self._ids = itertools.count(1)
-        self._lock = threading.Condition()
+        self._lock = threading.RLock()  # re-entrant: _next submits plan entries
         self._thread: threading.Thread | None = None
         self._plan: list[tuple[str, str]] = []
+        self._planner: Callable[[], Sequence[tuple[str, str]]] | None = None
         self._pace: dict[tuple[str, str], float] = {}  # seconds per step and image
         _open.add(self)
 
@@ -139,7 +140,6 @@ class Renderer:
             job = self._jobs.get(job_id)
             if job is not None and job.active:
                 job.state, job.finished = "cancelled", time.monotonic()
-                self._lock.notify_all()
             return job
 
     def seconds_per_step(self, job: RenderJob) -> float | None:
@@ -154,17 +154,18 @@ class Renderer:
         with self._lock:
             return len(self._plan)
 
-    def prerender(self, plan: Sequence[tuple[str, str]]) -> None:
-        """Renders the first tiles of each (model, layer) of the plan whenever nothing
-        else is asked for."""
+    def prerender(self, plan: Callable[[], Sequence[tuple[str, str]]]) -> None:
+        """Renders the first tiles of each (model, layer) that plan() gives (worked out by
+        the worker: layer tables may build networks) whenever nothing else is asked for."""
         with self._lock:
-            self._plan = list(plan)
+            self._planner = plan
             self._wake()
 
     def close(self, seconds: float = 10.0) -> None:
         """Cancels every job and the plan, and waits for the worker to stop."""
         with self._lock:
             self._plan.clear()
+            self._planner = None
             for job in self._jobs.values():
                 if job.active:
                     job.state, job.finished = "cancelled", time.monotonic()
@@ -181,7 +182,6 @@ class Renderer:
             self._thread = threading.Thread(target=self._work, name="semsearch-render",
                                             daemon=True)
             self._thread.start()
-        self._lock.notify_all()
 
     def _forget(self) -> None:
         # Called holding the lock: the oldest finished jobs go once too many are kept.
@@ -192,8 +192,7 @@ class Renderer:
 
     def _next(self) -> RenderJob | None:
         """Gives the job to work on: the newest asked-for one, else the oldest queued,
-        else the next layer of the plan that is not all cached. Called holding the lock
-        (a re-entrant one: submit takes it again)."""
+        else the next layer of the plan that is not all cached. Called holding the lock."""
         asked = [j for j in self._jobs.values() if j.active and not j.background]
         if asked:
             return asked[-1]
@@ -215,6 +214,16 @@ class Renderer:
 
     def _work(self) -> None:
         _lowest_priority()
+        with self._lock:
+            planner, self._planner = self._planner, None
+        if planner is not None:
+            try:
+                plan = list(planner())
+            except Exception:  # the pre-render is a nicety: asked-for jobs still run
+                log.exception("no pre-render plan")
+                plan = []
+            with self._lock:
+                self._plan.extend(plan)
         while True:
             with self._lock:
                 job = self._next()
@@ -244,7 +253,7 @@ class Renderer:
 
         def step(done: int, _total: int) -> None:
             job.steps_done = done_before + done
-            if not job.active or (job.background and self._asked_for()):
+            if not job.active or (job.background and self._asked_for(job)):
                 raise _Stop
 
         failure = ""
@@ -273,10 +282,13 @@ class Renderer:
             if not job.active and job.finished is None:
                 job.finished = time.monotonic()
 
-    def _asked_for(self) -> bool:
-        """Tells if a job that was asked for waits."""
+    def _asked_for(self, running: RenderJob) -> bool:
+        """Tells if a job that was asked for waits on another layer than the running one's
+        (one on the same layer wants what the running batch makes: it is let finish)."""
         with self._lock:
-            return any(j.active and not j.background for j in self._jobs.values())
+            return any(j.active and not j.background
+                       and (j.model, j.layer) != (running.model, running.layer)
+                       for j in self._jobs.values())
 
 
 # Stopped before the interpreter exits: a worker killed inside torch aborts the process.

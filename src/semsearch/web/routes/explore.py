@@ -5,6 +5,7 @@ why two images match."""
 from __future__ import annotations
 
 import threading
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
@@ -49,16 +50,14 @@ def _renderer(request: Request) -> Renderer:
 Renders = Annotated[Renderer, Depends(_renderer)]
 
 
-def prerender(app: FastAPI, models: list[str] | None = None) -> int:
+def prerender(app: FastAPI, models: list[str] | None = None) -> None:
     """Starts pre-rendering, while nothing else is asked for, the explorer's tiles of each
     model's feature layer, then of the sweep's layers (by default of every registered
-    model with torch weights); gives the number of layers planned."""
+    model with torch weights)."""
     state: WebState = app.state.web
     names = models if models is not None else [
         spec.name for spec in state.session.registry.specs() if spec.onnx_path is None]
-    plan = prerender_plan(state.session, names)
-    renderer_of(app).prerender(plan)
-    return len(plan)
+    renderer_of(app).prerender(partial(prerender_plan, state.session, names))
 
 
 @router.post("/api/models/{name}/layers/{layer}/renders", status_code=202,

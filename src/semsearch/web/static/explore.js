@@ -396,6 +396,34 @@ async function renderDetail(state) {
   }));
 }
 
+// What the server pre-renders while idle (GET /api/renders), shown under the tiles while
+// the explorer is open.
+let backgroundTimer = null;
+
+async function followBackground() {
+  clearTimeout(backgroundTimer);
+  if ($("view-explore").hidden) return; // resumed by show()
+  const line = $("prerender-status");
+  try {
+    const queue = await get("/api/renders");
+    const running = queue.jobs.find((j) => j.background && j.state === "running");
+    if (!running && !queue.planned_layers) {
+      line.hidden = true;
+    } else {
+      const what = running ? `${running.model} ${running.layer}, ${Math.round(running.fraction * 100)}%` : "waiting";
+      const more = queue.planned_layers ? `; ${queue.planned_layers} more layers planned` : "";
+      line.textContent = `While idle, the server pre-renders the explorer's layers: ${what}${more}.`;
+      line.hidden = false;
+      if (running && running.model === at.model && running.layer === at.layer) {
+        for (const channel of running.rendered) showTile(channel);
+      }
+    }
+  } catch (_) {
+    line.hidden = true; // a nicety: the page's own requests report errors
+  }
+  backgroundTimer = setTimeout(followBackground, 3000);
+}
+
 let currentState = null;
 
 export function init(state) {
@@ -436,6 +464,7 @@ async function show() {
     follow(render.job); // back in the view: follow the job again
   }
   markChosenTile();
+  followBackground();
   await renderDetail(state);
 }
 

@@ -80,6 +80,16 @@ def _clipped(page: Any) -> list[str]:
     }"""))
 
 
+def _axe(page: Any, what: str) -> None:
+    """Fails on axe-core's serious or critical findings in the explorer's view."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    found = Axe().run(page, context={"include": [["#view-explore"]]}).response["violations"]
+    bad = [(v["id"], [n["target"] for n in v["nodes"]][:3]) for v in found
+           if v["impact"] in ("serious", "critical")]
+    assert not bad, f"axe: serious or critical violations in {what}: {bad}"
+
+
 def _layers(page: Any) -> list[str]:
     return list(page.evaluate(
         "[...document.querySelectorAll('#layer-table tbody tr')].map(r => r.dataset.layer)"))
@@ -99,6 +109,7 @@ def test_the_explorer_opens_ready_and_fits(page: Any) -> None:
     assert "4 of 9" in page.locator("#layer-count").inner_text()
     assert _overflow(page) == 0, page.evaluate("document.documentElement.scrollWidth")
     assert _clipped(page) == []
+    _axe(page, "the explorer as opened")
     _shot(page, "opened")
     _shot(page, "opened-full", full=True)
 
@@ -118,6 +129,7 @@ def test_the_explorer_opens_ready_and_fits(page: Any) -> None:
     viewport = page.viewport_size
     assert 0 <= box["y"] and box["y"] + box["height"] <= viewport["height"], box
     assert _overflow(page) == 0
+    _axe(page, "the explorer with a channel enlarged")
     _shot(page, "channel")
 
 

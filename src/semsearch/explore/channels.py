@@ -63,10 +63,11 @@ def check_channels(session: Context, model: str, layer: str, channels: Sequence[
 # Bumped when the rendering code changes what a picture looks like, so old ones are redone.
 RENDER_VERSION = 1
 
-# Channels optimized together in one batch. The saved activations of every image of a batch
-# are held for the backward pass (about 50 MB per image at 160 px for a Lite model's last
-# layer), so a batch is bounded; beyond about ten the CPU gains little more per image.
-RENDER_BATCH = 10
+# Channels optimized together in one batch. Every image's activations are held for the
+# backward pass (about 60 MB per image at 160 px for lite0's last layer), so a batch is
+# bounded; on 2 cores a step costs about as much per image at 4 to 15 images, so six keep
+# the memory small and put the first tiles on the page early.
+RENDER_BATCH = 6
 
 
 class RenderBusy(SemsearchError):

@@ -62,6 +62,10 @@ def main() -> None:
                     "shows 30)")
     ap.add_argument("--steps", type=int, default=RenderSettings().steps)
     ap.add_argument("--batch", type=int, default=RENDER_BATCH, help="channels per batch")
+    ap.add_argument("--search", type=Path, default=None, metavar="FOLDER", help="first index "
+                    "FOLDER (e.g. ../shared/datasets/iconic200) with the model and time searches "
+                    "by one of its images (embedded each time) idle and while the server's "
+                    "render worker renders other channels of the layer")
     args = ap.parse_args()
     settings = replace(RenderSettings(), steps=args.steps)
     with tempfile.TemporaryDirectory(prefix="semsearch-render-") as tmp:
@@ -74,6 +78,9 @@ def main() -> None:
                 render_channels(net, layer, list(range(n)), mean=spec.mean, std=spec.std,
                                 input_size=spec.preprocess.size,
                                 settings=replace(settings, steps=2))
+            if args.search is not None:
+                searches_while_rendering(session, args.model, layer, args.search,
+                                         range(args.channels, args.channels + 30))
             print(f"{args.model} {layer}: {args.channels} channels, {args.steps} steps, "
                   f"{settings.size or spec.preprocess.size} px, batches of {args.batch}, "
                   f"torch threads {torch.get_num_threads()}", flush=True)
@@ -105,6 +112,43 @@ def main() -> None:
           f"(median {statistics.median(ratios):.2f}; a busy moment of the machine shows here)")
     print(f"render_batch_cpu_ratio={single_cpu / batched_cpu:.2f}")
     print(f"render_batch_speedup={single_s / batched_s:.2f}")
+
+
+def searches_while_rendering(session: Session, model: str, layer: str, folder: Path,
+                             channels: range, searches: int = 40) -> None:
+    """Prints the p50 of a search by image (embedded each time, as an upload is) when idle
+    and while the render worker (lowest CPU priority, as in `serve`) renders channels."""
+    from semsearch.explore.renders import Renderer
+
+    fs = session.feature_set(model)
+    session.index(str(folder), feature_set=fs)
+    source = next(p for p in sorted(folder.rglob("*")) if p.suffix.lower() in
+                  (".jpg", ".jpeg", ".png"))
+    # A mirrored copy outside the collection: not an indexed image, so every search embeds.
+    query = str(session.config.cache_path() / "query.png")
+    with Image.open(source) as im:
+        im.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(query)
+
+    def p50() -> float:
+        times = []
+        for _ in range(searches):
+            started = time.perf_counter()
+            session.search(query, feature_set=fs)
+            times.append(time.perf_counter() - started)
+        return statistics.median(times) * 1000
+
+    session.search(query, feature_set=fs)  # warm-up
+    idle = p50()
+    renderer = Renderer(session)
+    job = renderer.submit(model, layer, channels)
+    while job.steps_done < 2:  # rendering for sure, the network built
+        time.sleep(0.05)
+    busy = p50()
+    still = job.active
+    renderer.close()
+    print(f"search by image p50: idle {idle:.1f} ms, while rendering {busy:.1f} ms "
+          f"({'rendering throughout' if still else 'the render ended first'}); "
+          f"render_search_p50_ratio={busy / idle:.2f}", flush=True)
 
 
 def one_at_a_time(session: Session, model: str, layer: str, channels: list[int],

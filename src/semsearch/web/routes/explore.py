@@ -63,7 +63,7 @@ def prerender(app: FastAPI, models: list[str] | None = None) -> None:
     renderer_of(app).prerender(partial(prerender_plan, state.session, names))
 
 
-@router.post("/api/models/{name}/layers/{layer}/renders", status_code=202,
+@router.post("/api/models/{name}/layers/{layer}/renders",
              summary="Render some of a layer's channels into the cache as one batched job "
              "(the newest job first); follow it at /api/renders/{id}")
 def render_channels(name: str, layer: str, body: RenderRequest, web: Web,

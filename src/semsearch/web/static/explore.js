@@ -263,7 +263,7 @@ function showProgress(job, missing) {
   box.hidden = false;
   bar.value = Math.round(job.fraction * 100);
   if (job.state === "queued") {
-    text.textContent = `${missing} channels to render: waiting for the render before them…`;
+    text.textContent = `${missing} channels queued for rendering…`;
   } else if (job.state === "running") {
     const ready = job.rendered.length;
     text.textContent = `Rendering ${missing} channels, a batch at a time: ${Math.round(job.fraction * 100)}%`

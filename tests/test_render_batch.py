@@ -5,19 +5,35 @@ with single renders, and the render jobs and their routes report progress."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.conftest import labeled_folder
 
+from semsearch.config import resolve
 from semsearch.errors import QueryError
 from semsearch.explore.channels import channel_image, channel_images
 from semsearch.explore.renders import Renderer, RenderJob, prerender_plan
 from semsearch.explore.visualize import RenderSettings, render_channel, render_channels
+from semsearch.models.registry import ModelRegistry
 from semsearch.session import Session
 
 FAST = RenderSettings(steps=2, size=48)
 CHANNELS = [5, 2, 9, 0]
+
+
+@pytest.fixture
+def tiny_session(tmp_path: Path, tiny_registry: ModelRegistry) -> Iterator[Session]:
+    """conftest's tiny session with a cache of its own: the renders made here (some with
+    the default settings, through the routes) stay out of the session-wide cache that
+    other tests' renders expect to find empty."""
+    config = resolve({"db": str(tmp_path / "cat.db"), "cache_dir": str(tmp_path / "cache"),
+                      "model": "tiny"}, env={})
+    with Session(config, registry=tiny_registry) as session:
+        yield session
 
 
 def _render(net, channels, settings=FAST):  # type: ignore[no-untyped-def]
@@ -54,10 +70,6 @@ def test_each_image_of_a_batch_excites_its_own_channel_most(tiny_session: Sessio
     means = maps.mean(dim=(2, 3))[:, CHANNELS]  # image i, channel j
     for i in range(len(CHANNELS)):
         assert int(means[:, i].argmax()) == i, means
-
-
-# The channel cache lives beside the ONNX cache, one for the whole test session: each test
-# renders with its own seed, so that none finds another's pictures.
 
 
 def test_batched_renders_share_the_single_renders_cache(tiny_session: Session) -> None:
@@ -115,7 +127,7 @@ def test_a_cancelled_job_stops_and_the_prerender_gives_way(tiny_session: Session
 
     plan = prerender_plan(tiny_session, ["tiny"])
     assert plan[0] == ("tiny", "head_act") and ("tiny", "stem") in plan
-    quick = Renderer(tiny_session, replace(FAST, steps=200, seed=13), batch=30)
+    quick = Renderer(tiny_session, replace(FAST, steps=200, seed=13), batch=30, idle_after=0)
     quick.prerender(lambda: [("tiny", "head_act"), ("tiny", "stem")])
     while not quick.jobs() or not quick.jobs()[0].steps_done:
         time.sleep(0.01)
@@ -172,7 +184,8 @@ def test_render_routes(tiny_session: Session) -> None:
     assert client.delete("/api/renders/9999").status_code == 404
 
 
-def test_the_server_prerenders_while_idle_and_says_so(tiny_session: Session) -> None:
+def test_the_server_prerenders_while_idle_and_says_so(tiny_session: Session,
+                                                      tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from semsearch.web.app import create_app
@@ -180,8 +193,10 @@ def test_the_server_prerenders_while_idle_and_says_so(tiny_session: Session) -> 
 
     app = create_app(tiny_session.config, session=tiny_session, allowed_hosts=("testserver",))
     client = TestClient(app)
-    renderer_of(app).settings = replace(FAST, steps=30, seed=14)  # quick; nothing cached
-    prerender(app, ["tiny"])
+    renderer = renderer_of(app)
+    renderer.settings, renderer.idle_after = replace(FAST, steps=30, seed=14), 0.2
+    tiny_session.index(str(labeled_folder(tmp_path / "photos", 3)))
+    prerender(app)  # the catalogue's models: tiny
     seen = []
     deadline = time.monotonic() + 60
     while True:
@@ -197,4 +212,34 @@ def test_the_server_prerenders_while_idle_and_says_so(tiny_session: Session) -> 
     assert all(background for _, background in seen)
     made = client.post("/api/models/tiny/layers/block/renders", json={"channels": [0, 15]})
     assert made.json()["state"] == "done"  # pre-rendered
-    renderer_of(app).close()
+    renderer.close()
+
+
+def test_the_prerender_waits_while_the_server_is_asked_things(tiny_session: Session) -> None:
+    renderer = Renderer(tiny_session, replace(FAST, steps=80, seed=15), idle_after=0.3)
+    renderer.prerender(lambda: [("tiny", "head_act")])
+    for _ in range(10):  # requests keep coming: nothing starts
+        renderer.touch()
+        time.sleep(0.1)
+        assert not renderer.jobs()
+    while not renderer.jobs() or not renderer.jobs()[0].steps_done:  # idle: it starts
+        time.sleep(0.02)
+    job = renderer.jobs()[0]
+    renderer.touch()  # a request: it stops between two steps, and starts again once idle
+    deadline = time.monotonic() + 10
+    while job.state == "running" and job.steps_done:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert job.active and job.steps_done == 0
+    _finished(renderer, job)
+    assert job.state == "done" and job.background
+    renderer.close()
+
+
+def test_only_the_catalogues_torch_models_are_prerendered(tiny_session: Session,
+                                                         tmp_path: Path) -> None:
+    from semsearch.explore.renders import catalogue_models
+
+    assert catalogue_models(tiny_session) == []  # nothing indexed
+    tiny_session.index(str(labeled_folder(tmp_path / "photos", 3)))
+    assert catalogue_models(tiny_session) == ["tiny"]

@@ -95,9 +95,12 @@ class Renderer:
     """The render jobs of one session and the one thread that works on them."""
 
     def __init__(self, session: Context, settings: RenderSettings | None = None,
-                 batch: int = RENDER_BATCH, kept: int = 64) -> None:
+                 batch: int = RENDER_BATCH, kept: int = 64, idle_after: float = 5.0) -> None:
         self.session, self.settings, self.batch, self.kept = (
             session, settings or RenderSettings(), batch, kept)
+        # The pre-render runs only once nothing has been asked of the server for this long.
+        self.idle_after = idle_after
+        self._last_request = time.monotonic()
         self._jobs: dict[int, RenderJob] = {}
         self._ids = itertools.count(1)
         self._lock = threading.RLock()  # re-entrant: _next submits plan entries
@@ -148,6 +151,15 @@ class Renderer:
         pace = self._pace.get((job.model, job.layer))
         return None if pace is None else pace * min(self.batch, max(1, len(job.missing)))
 
+    def touch(self) -> None:
+        """Notes a request to the server: the pre-render stops between two steps, and
+        waits until the server has been idle for `idle_after` seconds again."""
+        self._last_request = time.monotonic()
+
+    def idle(self) -> bool:
+        """Tells if the server has had no request for `idle_after` seconds."""
+        return time.monotonic() - self._last_request >= self.idle_after
+
     @property
     def planned(self) -> int:
         """Gives how many layers of the pre-render plan are still to look at."""
@@ -191,11 +203,14 @@ class Renderer:
             del self._jobs[job_id]
 
     def _next(self) -> RenderJob | None:
-        """Gives the job to work on: the newest asked-for one, else the oldest queued,
-        else the next layer of the plan that is not all cached. Called holding the lock."""
+        """Gives the job to work on: the newest asked-for one, else, if the server is idle,
+        the oldest pre-render begun or the next layer of the plan that is not all cached.
+        Called holding the lock."""
         asked = [j for j in self._jobs.values() if j.active and not j.background]
         if asked:
             return asked[-1]
+        if not self.idle():
+            return None
         queued = [j for j in self._jobs.values() if j.active]
         if queued:
             return queued[0]
@@ -214,23 +229,32 @@ class Renderer:
 
     def _work(self) -> None:
         _lowest_priority()
-        with self._lock:
-            planner, self._planner = self._planner, None
-        if planner is not None:
-            try:
-                plan = list(planner())
-            except Exception:  # the pre-render is a nicety: asked-for jobs still run
-                log.exception("no pre-render plan")
-                plan = []
-            with self._lock:
-                self._plan.extend(plan)
         while True:
             with self._lock:
                 job = self._next()
-                if job is None:
+                waiting = bool(self._plan or self._planner
+                               or any(j.active for j in self._jobs.values()))
+                if job is None and not waiting:
                     self._thread = None
                     return
-            self._run_batch(job)
+                planner = self._planner if job is None and self.idle() else None
+                self._planner = None if planner else self._planner
+            if planner is not None:
+                self._make_plan(planner)
+            elif job is None:
+                time.sleep(_IDLE_POLL)  # a pre-render waits for the server to be idle
+            else:
+                self._run_batch(job)
+
+    def _make_plan(self, planner: Callable[[], Sequence[tuple[str, str]]]) -> None:
+        # Outside the lock: a plan reads layer tables, which may build networks.
+        try:
+            plan = list(planner())
+        except Exception:  # the pre-render is a nicety: asked-for jobs still run
+            log.exception("no pre-render plan")
+            plan = []
+        with self._lock:
+            self._plan.extend(plan)
 
     def _run_batch(self, job: RenderJob) -> None:
         """Renders the job's next batch. A cancel, or for a pre-render a job asked for
@@ -253,7 +277,7 @@ class Renderer:
 
         def step(done: int, _total: int) -> None:
             job.steps_done = done_before + done
-            if not job.active or (job.background and self._asked_for(job)):
+            if not job.active or (job.background and (self._asked_for(job) or not self.idle())):
                 raise _Stop
 
         failure = ""
@@ -291,6 +315,9 @@ class Renderer:
                        for j in self._jobs.values())
 
 
+# How often a waiting pre-render looks whether the server has become idle, in seconds.
+_IDLE_POLL = 0.5
+
 # Stopped before the interpreter exits: a worker killed inside torch aborts the process.
 _open: weakref.WeakSet[Renderer] = weakref.WeakSet()
 
@@ -308,6 +335,19 @@ def _lowest_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     except (AttributeError, OSError):  # not Linux, or not allowed: renders run as they are
         pass
+
+
+def catalogue_models(session: Context) -> list[str]:
+    """Gives the models of the catalogue's feature sets that can be rendered (registered,
+    with torch weights), in the order first indexed."""
+    names: list[str] = []
+    for record in session.store.feature_sets():
+        for model in record.feature_set.models:
+            registered = session.models.registry.names()
+            if model not in names and model in registered and (
+                    session.models.registry.get(model).onnx_path is None):
+                names.append(model)
+    return names
 
 
 def prerender_plan(session: Context, models: Sequence[str],

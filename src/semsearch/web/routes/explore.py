@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import threading
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from semsearch.errors import QueryError, SemsearchError
-from semsearch.explore.renders import Renderer, prerender_plan
+from semsearch.explore.renders import Renderer, catalogue_models, prerender_plan
 from semsearch.featureset import FeatureSet
 from semsearch.web.deps import CollectionOf, ImageFile, Web, WebState
 from semsearch.web.schemas import (
@@ -54,13 +54,29 @@ Renders = Annotated[Renderer, Depends(_renderer)]
 
 
 def prerender(app: FastAPI, models: list[str] | None = None) -> None:
-    """Starts pre-rendering, while nothing else is asked for, the explorer's tiles of each
-    model's feature layer, then of the sweep's layers (by default of every registered
-    model with torch weights)."""
+    """Starts pre-rendering the explorer's tiles, each model's feature layer then the
+    sweep's layers (by default for the catalogue's models that have torch weights), while
+    the server is idle: any request but a render job's stops it until the server has been
+    idle again for a few seconds."""
     state: WebState = app.state.web
-    names = models if models is not None else [
-        spec.name for spec in state.session.registry.specs() if spec.onnx_path is None]
-    renderer_of(app).prerender(partial(prerender_plan, state.session, names))
+    renderer = renderer_of(app)
+    app.add_middleware(_Requests, renderer=renderer)
+    names = models if models is not None else catalogue_models(state.session)
+    if names:
+        renderer.prerender(partial(prerender_plan, state.session, names))
+
+
+class _Requests:
+    """ASGI middleware telling the renderer of each request, but those that follow render
+    jobs (the page asks for their progress every second)."""
+
+    def __init__(self, app: Any, renderer: Renderer) -> None:
+        self.app, self.renderer = app, renderer
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and not str(scope["path"]).startswith("/api/renders"):
+            self.renderer.touch()
+        await self.app(scope, receive, send)
 
 
 @router.post("/api/models/{name}/layers/{layer}/renders",

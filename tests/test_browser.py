@@ -54,7 +54,7 @@ def _serving(app: Any) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[str]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from tests.conftest import TINY, TINY2
 
     from semsearch.config import resolve
@@ -65,7 +65,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterato
     registry = default_registry()
     registry.register(TINY)
     registry.register(TINY2)
-    config = resolve({"db": str(tmp / "web.db"), "cache_dir": str(cache_dir), "model": "tiny",
+    # A cache of its own: the explorer renders channels into it, which other tests' tiny
+    # sessions (sharing the session-wide cache) must not find.
+    config = resolve({"db": str(tmp / "web.db"), "cache_dir": str(tmp / "cache"), "model": "tiny",
                       "expand_k": 0, "batch_size": 8}, env={})
     session = Session(config, registry=registry)
     root = labeled_folder(tmp / "photos", 24, classes=3)

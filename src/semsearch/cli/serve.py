@@ -18,6 +18,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     import uvicorn
 
     from semsearch.web.app import create_app
+    from semsearch.web.routes.explore import prerender
     from semsearch.web.security import serving
 
     if not 0 < args.port < 65536:
@@ -38,6 +39,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         plan = serving(config, args.port)
         app = create_app(plan.config, session=session, allowed_hosts=plan.allowed_hosts,
                          default_collection=served)
+        prerender(app)  # the explorer's tiles, at the lowest priority while nothing is asked
         print(f"ConvNet Playground: {plan.address}", flush=True)
         if plan.everywhere:
             print(f"  (listening on every address of this machine, {config.host}; use the "

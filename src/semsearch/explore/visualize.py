@@ -6,13 +6,15 @@ optimization is not dominated by high-frequency noise, and in a decorrelated col
 (the square root of ImageNet's colour correlation), squashed into [0, 1] by a sigmoid. Every
 step sees it padded, jittered, scaled and rotated at random, so the result is an image the
 channel responds to robustly, not an adversarial pattern. The objective is the channel's mean
-activation. The forward pass stops at the layer, so early layers render fast."""
+activation. The forward pass stops at the layer, so early layers render fast. Many channels
+of a layer render as one batch, as Lucid does: an image per channel, each with its own
+objective, one forward and backward pass per step for the lot."""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -62,9 +64,11 @@ class _Reached(Exception):
 
 
 class _Image:
-    """A Fourier-space, colour-decorrelated image parameterization."""
+    """A batch of Fourier-space, colour-decorrelated image parameterizations, all starting
+    from the same seeded draw (so each image of a batch starts where its single render
+    would)."""
 
-    def __init__(self, size: int, decay: float, generator: Any) -> None:
+    def __init__(self, count: int, size: int, decay: float, generator: Any) -> None:
         import torch
 
         fy = np.fft.fftfreq(size)[:, None]
@@ -74,33 +78,34 @@ class _Image:
         self.size = size
         # With an orthonormal inverse FFT this matches Lucid's scaling of its spectrum.
         self.scale = torch.tensor(scale, dtype=torch.float32)
-        self.spectrum = torch.nn.Parameter(
-            0.01 * torch.randn(3, size, size // 2 + 1, 2, generator=generator))
+        start = 0.01 * torch.randn(3, size, size // 2 + 1, 2, generator=generator)
+        self.spectrum = torch.nn.Parameter(start.expand(count, *start.shape).clone())
         self.color = torch.tensor(_COLOR)
 
     def rgb(self) -> Any:
-        """Gives the (1, 3, H, W) image in [0, 1]."""
+        """Gives the (N, 3, H, W) images in [0, 1]."""
         import torch
 
         spectrum = torch.view_as_complex(self.spectrum) * self.scale
         spatial = torch.fft.irfft2(spectrum, s=(self.size, self.size), norm="ortho") / 4.0
-        mixed = torch.einsum("ij,jhw->ihw", self.color, spatial)
-        return torch.sigmoid(mixed)[None]
+        mixed = torch.einsum("ij,njhw->nihw", self.color, spatial)
+        return torch.sigmoid(mixed)
 
 
-def _transform(image: Any, settings: RenderSettings, rng: np.random.Generator) -> Any:
-    """Gives the image padded, jittered, scaled and rotated at random (one resample)."""
+def _transform(images: Any, settings: RenderSettings, rng: np.random.Generator) -> Any:
+    """Gives the images padded, jittered, scaled and rotated at random (one resample, the
+    same draw for every image of the batch, as in its single render)."""
     import torch
     import torch.nn.functional as F
 
-    x = F.pad(image, [settings.pad] * 4, mode="constant", value=0.5)
+    x = F.pad(images, [settings.pad] * 4, mode="constant", value=0.5)
     scale = float(rng.choice(settings.scales))
     angle = math.radians(float(rng.integers(-settings.degrees, settings.degrees + 1)))
     size = x.shape[-1]
     shift = rng.integers(-settings.jitter, settings.jitter + 1, size=2) * 2.0 / size
     cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
     theta = torch.tensor([[[cos, -sin, float(shift[0])], [sin, cos, float(shift[1])]]],
-                         dtype=torch.float32)
+                         dtype=torch.float32).expand(x.shape[0], 2, 3)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
 
@@ -110,42 +115,62 @@ def render_channel(net: Any, layer: str, channel: int, *, mean: float | tuple[fl
                    settings: RenderSettings | None = None) -> Rendering:
     """Gives an image optimized to excite `channel` of the named module of a torch network
     that takes normalized NCHW input ((pixel - mean) / std, pixels 0-255)."""
+    return render_channels(net, layer, [channel], mean=mean, std=std, input_size=input_size,
+                           settings=settings)[0]
+
+
+def render_channels(net: Any, layer: str, channels: Sequence[int], *,
+                    mean: float | tuple[float, ...], std: float | tuple[float, ...],
+                    input_size: int, settings: RenderSettings | None = None,
+                    on_step: Callable[[int], None] | None = None) -> list[Rendering]:
+    """Gives one image per channel, optimized together as one batch (Lucid's way: each
+    image its own objective, one forward and backward pass per step for all of them).
+    The images do not interact (the network runs in eval mode, Adam works per element), so
+    each is its single render's, computed at once; the seconds are the batch's shared out.
+    `on_step` hears the number of steps done, and may raise to stop."""
     import torch
 
     settings = settings or RenderSettings()
     modules = dict(net.named_modules())
     if layer not in modules:
         raise UnknownLayerError(f"the network has no layer {layer!r}")
+    if not channels:
+        return []
     size = settings.size or input_size
     started, cpu_started = time.perf_counter(), time.process_time()
     generator = torch.Generator().manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    image = _Image(size, settings.decay, generator)
-    probe = _ChannelProbe(net, layer, modules[layer], channel, mean, std)
+    image = _Image(len(channels), size, settings.decay, generator)
+    probe = _ChannelProbe(net, layer, modules[layer], list(channels), mean, std)
     with probe.attached():
         optimizer = torch.optim.Adam([image.spectrum], lr=settings.lr)
-        for _ in range(settings.steps):
+        for step in range(settings.steps):
             optimizer.zero_grad()
-            loss = -probe(_transform(image.rgb(), settings, rng))
+            # A sum: each image's gradient is that of its own objective alone.
+            loss = -probe(_transform(image.rgb(), settings, rng)).sum()
             loss.backward()
             optimizer.step()
+            if on_step is not None:
+                on_step(step + 1)
         with torch.no_grad():
             final = image.rgb()
-            value = float(probe(final, "out"))
-    pixels = (final[0].permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
-    return Rendering(pixels, value, time.process_time() - cpu_started,
-                     time.perf_counter() - started)
+            values = probe(final, "out").tolist()
+    pixels = (final.permute(0, 2, 3, 1).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+    share = len(channels)
+    cpu, wall = time.process_time() - cpu_started, time.perf_counter() - started
+    return [Rendering(pixels[i], float(values[i]), cpu / share, wall / share)
+            for i in range(len(channels))]
 
 
 class _ChannelProbe:
-    """One channel of one module of a torch network, read by a forward hook that stops the
-    pass there (the rest of the network is not needed)."""
+    """One channel per image of one module of a torch network, read by a forward hook that
+    stops the pass there (the rest of the network is not needed)."""
 
-    def __init__(self, net: Any, layer: str, module: Any, channel: int,
+    def __init__(self, net: Any, layer: str, module: Any, channels: list[int],
                  mean: float | tuple[float, ...], std: float | tuple[float, ...]) -> None:
         import torch
 
-        self.net, self.layer, self.module, self.channel = net, layer, module, channel
+        self.net, self.layer, self.module, self.channels = net, layer, module, channels
         self.mean = torch.tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
         # A ReLU passes no gradient where it is off, so a dead channel could never wake up:
@@ -159,18 +184,23 @@ class _ChannelProbe:
         raise _Reached
 
     def __call__(self, pixels: Any, key: str = "pre") -> Any:
-        """Gives the channel's mean activation (over the map, or the value of a 2-D output)
-        for (1, 3, H, W) pixels in [0, 1]: the objective ("pre"), or the module's output."""
+        """Gives, for (N, 3, H, W) pixels in [0, 1], image i's mean activation of channel i
+        (over the map, or the value of a 2-D output): the objective ("pre"), or the
+        module's output."""
+        import torch
+
         self.captured.clear()
         try:
             self.net((pixels * 255.0 - self.mean) / self.std)
         except _Reached:
             pass
         out = self.captured[key]
-        if not 0 <= self.channel < out.shape[1]:
-            raise QueryError(f"layer {self.layer} has {out.shape[1]} channels; there is no "
-                             f"channel {self.channel}")
-        return out[:, self.channel].mean()
+        for channel in self.channels:
+            if not 0 <= channel < out.shape[1]:
+                raise QueryError(f"layer {self.layer} has {out.shape[1]} channels; there is "
+                                 f"no channel {channel}")
+        picked = out[torch.arange(out.shape[0]), self.channels]
+        return picked.reshape(picked.shape[0], -1).mean(dim=1)
 
     @contextmanager
     def attached(self) -> Iterator[None]:

@@ -16,6 +16,7 @@ from semsearch.featureset import FeatureSet
 if TYPE_CHECKING:  # the explorer's modules load what rendering needs; a type is enough here
     from semsearch.explore.channels import TopImage
     from semsearch.explore.maps import ShownMap
+    from semsearch.explore.renders import Renderer, RenderJob
     from semsearch.explore.why import SeenBy, SimilarityMaps
     from semsearch.models.layers import LayerInfo
     from semsearch.query.collection import (
@@ -304,6 +305,41 @@ class TopImageOut(BaseModel):
     def of(cls, c: Collection, top: TopImage) -> TopImageOut:
         return cls(id=top.image.id, label=c.label(top.image.path) or "",
                    name=Path(top.image.path).name, activation=top.activation)
+
+
+class RenderRequest(BaseModel):
+    channels: list[int] = Field(min_length=1, max_length=256,
+                                description="the layer's channels to render, in order")
+
+
+class RenderJobOut(BaseModel):
+    id: int
+    model: str
+    layer: str
+    channels: list[int]
+    rendered: list[int] = Field(description="channels whose pictures are ready: "
+                                "GET /api/models/M/layers/L/channels/N/image?render=false")
+    state: str = Field(description="queued, running, done, failed or cancelled")
+    background: bool = Field(description="an idle pre-render, not asked for")
+    done: int = Field(description="optimization steps done")
+    total: int = Field(description="optimization steps in all")
+    fraction: float
+    elapsed_seconds: float
+    eta_seconds: float | None = Field(description="seconds still needed; null until known")
+    error: str
+
+    @classmethod
+    def of(cls, job: RenderJob, renderer: Renderer) -> RenderJobOut:
+        return cls(id=job.id, model=job.model, layer=job.layer, channels=job.channels,
+                   rendered=job.rendered, state=job.state, background=job.background,
+                   done=job.steps_done, total=job.steps_total, fraction=job.fraction,
+                   elapsed_seconds=job.elapsed, eta_seconds=job.eta(renderer.seconds_per_step(job)),
+                   error=job.error)
+
+
+class RenderQueueOut(BaseModel):
+    jobs: list[RenderJobOut] = Field(description="the jobs still to finish, newest last")
+    planned_layers: int = Field(description="layers the idle pre-render has still to look at")
 
 
 class ClassGuessOut(BaseModel):

@@ -4,19 +4,113 @@ why two images match."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
+import threading
+from functools import partial
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from semsearch.errors import QueryError, SemsearchError
+from semsearch.explore.renders import Renderer, catalogue_models, prerender_plan
 from semsearch.featureset import FeatureSet
 from semsearch.web.deps import CollectionOf, ImageFile, Web, WebState
-from semsearch.web.schemas import ClassGuessOut, TopImageOut, UrlWhy, WhyOut, binary
+from semsearch.web.schemas import (
+    ClassGuessOut,
+    RenderJobOut,
+    RenderQueueOut,
+    RenderRequest,
+    TopImageOut,
+    UrlWhy,
+    WhyOut,
+    binary,
+)
 from semsearch.web.security import check_query_size, same_site, with_file
 
 router = APIRouter(dependencies=[Depends(same_site)])  # all of it is costly work
 
 PNG = binary("image/png", "a PNG")
+
+_renderers = threading.Lock()
+
+
+def renderer_of(app: FastAPI) -> Renderer:
+    """Gives the app's channel renderer (made on first use; its thread runs only while
+    there is work)."""
+    with _renderers:
+        if getattr(app.state, "renderer", None) is None:
+            state: WebState = app.state.web
+            app.state.renderer = Renderer(state.session)
+        renderer: Renderer = app.state.renderer
+        return renderer
+
+
+def _renderer(request: Request) -> Renderer:
+    return renderer_of(request.app)
+
+
+Renders = Annotated[Renderer, Depends(_renderer)]
+
+
+def prerender(app: FastAPI, models: list[str] | None = None) -> None:
+    """Starts pre-rendering the explorer's tiles, each model's feature layer then the
+    sweep's layers (by default for the catalogue's models that have torch weights), while
+    the server is idle: any request but a render job's stops it until the server has been
+    idle again for a few seconds."""
+    state: WebState = app.state.web
+    renderer = renderer_of(app)
+    app.add_middleware(_Requests, renderer=renderer)
+    names = models if models is not None else catalogue_models(state.session)
+    if names:
+        renderer.prerender(partial(prerender_plan, state.session, names))
+
+
+class _Requests:
+    """ASGI middleware telling the renderer of each request, but those that follow render
+    jobs (the page asks for their progress every second)."""
+
+    def __init__(self, app: Any, renderer: Renderer) -> None:
+        self.app, self.renderer = app, renderer
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and not str(scope["path"]).startswith("/api/renders"):
+            self.renderer.touch()
+        await self.app(scope, receive, send)
+
+
+@router.post("/api/models/{name}/layers/{layer}/renders",
+             summary="Render some of a layer's channels into the cache as one batched job "
+             "(the newest job first); follow it at /api/renders/{id}")
+def render_channels(name: str, layer: str, body: RenderRequest, web: Web,
+                    renders: Renders) -> RenderJobOut:
+    job = renders.submit(web.served_model(name), layer, body.channels)
+    return RenderJobOut.of(job, renders)
+
+
+@router.get("/api/renders", summary="The channel render jobs still to finish, and what the "
+            "idle pre-render has left")
+def render_queue(renders: Renders) -> RenderQueueOut:
+    return RenderQueueOut(jobs=[RenderJobOut.of(j, renders) for j in renders.jobs()
+                                if j.active], planned_layers=renders.planned)
+
+
+@router.get("/api/renders/{job_id}", summary="A channel render job's progress")
+def render_job(job_id: int, renders: Renders) -> RenderJobOut:
+    job = renders.job(job_id)
+    if job is None:
+        raise HTTPException(404, f"there is no render job {job_id} (finished ones are "
+                            "forgotten after a while)")
+    return RenderJobOut.of(job, renders)
+
+
+@router.delete("/api/renders/{job_id}", summary="Stop a channel render job (the channels "
+               "done so far stay cached)")
+def cancel_render(job_id: int, renders: Renders) -> RenderJobOut:
+    job = renders.cancel(job_id)
+    if job is None:
+        raise HTTPException(404, f"there is no render job {job_id}")
+    return RenderJobOut.of(job, renders)
 
 
 @router.get("/api/models/{name}/layers/{layer}/channels/{channel}/image",

@@ -58,28 +58,26 @@ def _catalogue(tmp: Path, cache_dir: Path, expand_k: int) -> tuple[Session, Path
     return session, root, other
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[str]:
-    # Served as `semsearch serve photos` serves it: photos is the page's default collection.
+def _served(folder: Path, cache_dir: Path, expand_k: int) -> Iterator[str]:
+    """Serves a catalogue as `semsearch serve photos` does: photos is the default collection."""
     from semsearch.web.app import create_app
 
-    session, root, _ = _catalogue(tmp_path_factory.mktemp("state"), cache_dir, expand_k=0)
+    session, root, _ = _catalogue(folder, cache_dir, expand_k=expand_k)
     with _serving(create_app(session.config, session=session,
                              default_collection=str(root))) as url:
         yield url
     session.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[str]:
+    yield from _served(tmp_path_factory.mktemp("state"), cache_dir, expand_k=0)
 
 
 @pytest.fixture(scope="module")
 def dba_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[str]:
     # Searches ranked with database-side augmentation: the cards' numbers include it.
-    from semsearch.web.app import create_app
-
-    session, root, _ = _catalogue(tmp_path_factory.mktemp("dba"), cache_dir, expand_k=3)
-    with _serving(create_app(session.config, session=session,
-                             default_collection=str(root))) as url:
-        yield url
-    session.close()
+    yield from _served(tmp_path_factory.mktemp("dba"), cache_dir, expand_k=3)
 
 
 def _open(browser: Any, address: str, viewport: dict[str, int] = WIDE
